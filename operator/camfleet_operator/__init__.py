@@ -1,0 +1,1 @@
+"""camfleet operator: kopf handlers over pure builders."""

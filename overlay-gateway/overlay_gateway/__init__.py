@@ -1,0 +1,1 @@
+"""Overlay gateway: Redis AI events to browsers over WebSocket."""

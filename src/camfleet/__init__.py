@@ -1,0 +1,1 @@
+"""camfleet: RTSP cameras to WebRTC with AI overlays (shared package)."""

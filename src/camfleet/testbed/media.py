@@ -1,0 +1,152 @@
+"""Synthetic camera clips for the RTSP test camera, encoded with PyAV (FFmpeg's libraries).
+
+``python -m camfleet.testbed.media DIR`` writes, if missing or outdated:
+
+- ``h264.h264``: H.264 High, 1080p25, GOP 50 (2 s), no B-frames: the common IP camera;
+- ``h264-bframes.h264``: the same with 2 B-frames (auto mode must transcode it);
+- ``h265.h265``: H.265 Main, 1080p25, GOP 50 (auto mode must transcode it);
+
+each a raw Annex B stream with SPS/PPS (VPS) and an AUD in front of every access unit, plus
+``<name>.index.json`` listing every access unit's offset, size, pts, dts and key flag, so the
+camera can stream them with exact timestamps and loop seamlessly (the clip is 8 s: one lap of the
+square). The frame code burnt into every frame is its index in the clip.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import cast
+
+import av
+
+from camfleet import pattern
+
+GENERATOR_VERSION = 3
+FPS = 25
+FRAMES = 200  # 8 s: one lap of the square, so the loop is seamless
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    name: str
+    codec: str
+    ext: str
+    params_key: str
+    params: str
+    profile: str
+    width: int = 1920
+    height: int = 1080
+
+
+CLIPS = [
+    ClipSpec(
+        "h264",
+        "libx264",
+        "h264",
+        "x264-params",
+        "keyint=50:min-keyint=50:scenecut=0:bframes=0:repeat-headers=1:aud=1",
+        "high",
+    ),
+    ClipSpec(
+        "h264-bframes",
+        "libx264",
+        "h264",
+        "x264-params",
+        "keyint=50:min-keyint=50:scenecut=0:bframes=2:b-adapt=0:repeat-headers=1:aud=1",
+        "high",
+    ),
+    ClipSpec(
+        "h265",
+        "libx265",
+        "h265",
+        "x265-params",
+        "keyint=50:min-keyint=50:scenecut=0:bframes=0:repeat-headers=1:aud=1:log-level=error",
+        "main",
+    ),
+]
+
+
+def encode_clip(spec: ClipSpec, out_dir: Path, frames: int = FRAMES) -> Path:
+    ctx = cast("av.VideoCodecContext", av.CodecContext.create(spec.codec, "w"))
+    ctx.width = spec.width
+    ctx.height = spec.height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = Fraction(1, FPS)
+    ctx.framerate = Fraction(FPS, 1)
+    ctx.options = {spec.params_key: spec.params, "preset": "veryfast", "crf": "23"}
+    ctx.profile = spec.profile
+    data = out_dir / f"{spec.name}.{spec.ext}"
+    index: list[dict[str, int | bool]] = []
+    offset = 0
+    with data.open("wb") as out:
+
+        def write(packets: list[av.Packet]) -> None:  # type: ignore[type-arg]
+            nonlocal offset
+            for packet in packets:
+                raw = bytes(packet)
+                out.write(raw)
+                index.append(
+                    {
+                        "offset": offset,
+                        "size": len(raw),
+                        "pts": int(packet.pts or 0),
+                        "dts": int(packet.dts if packet.dts is not None else packet.pts or 0),
+                        "key": bool(packet.is_keyframe),
+                    }
+                )
+                offset += len(raw)
+
+        for n in range(frames):
+            frame = av.VideoFrame.from_ndarray(
+                pattern.render(n, spec.width, spec.height), format="rgb24"
+            ).reformat(format="yuv420p")
+            frame.pts = n
+            frame.time_base = Fraction(1, FPS)
+            write(ctx.encode(frame))
+        write(ctx.encode(None))
+    meta = {
+        "version": GENERATOR_VERSION,
+        "codec": "h265" if spec.codec == "libx265" else "h264",
+        "width": spec.width,
+        "height": spec.height,
+        "fps": FPS,
+        "frames": frames,
+        "units": index,
+    }
+    (out_dir / f"{spec.name}.index.json").write_text(json.dumps(meta))
+    return data
+
+
+def ensure_clips(out_dir: Path) -> dict[str, Path]:
+    """Generate the clips that are missing or were made by an older generator."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for spec in CLIPS:
+        data = out_dir / f"{spec.name}.{spec.ext}"
+        meta = out_dir / f"{spec.name}.index.json"
+        current = False
+        if data.exists() and meta.exists():
+            try:
+                current = json.loads(meta.read_text()).get("version") == GENERATOR_VERSION
+            except ValueError:
+                current = False
+        if not current:
+            print(f"media: encoding {data.name}", flush=True)
+            encode_clip(spec, out_dir)
+        paths[spec.name] = data
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0]) if args else Path(".tools/media")
+    ensure_clips(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""The test bed's servers started together, for a person at a terminal (``camfleet testbed``)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+from camfleet.testbed.kube import KubeCluster
+from camfleet.testbed.livekit import LiveKitServer
+from camfleet.testbed.process import StartError
+from camfleet.testbed.redis import RedisServer
+from camfleet.testbed.rtsp import RtspCamera
+from camfleet.testbed.tools import MissingTool, tools_dir
+
+
+def run_testbed(state_dir: Path) -> int:
+    from camfleet.cli import wait_for_signal  # noqa: PLC0415 - avoid an import cycle
+
+    state_dir = state_dir.resolve()
+    with contextlib.ExitStack() as stack:
+        try:
+            print("starting kube-apiserver + etcd + kube-controller-manager ...", flush=True)
+            kube = stack.enter_context(KubeCluster(state_dir / "kube"))
+            print(f"  kube-apiserver  {kube.server}  (kubeconfig: {kube.kubeconfig})")
+            redis = stack.enter_context(RedisServer(state_dir / "redis"))
+            print(f"  redis           {redis.url}")
+            livekit = stack.enter_context(LiveKitServer(state_dir / "livekit"))
+            print(f"  livekit-server  {livekit.url}  (key {livekit.api_key})")
+            camera = stack.enter_context(RtspCamera(state_dir / "rtsp", tools_dir() / "media"))
+            print(f"  rtsp camera     {camera.url('h264')}  (also h264-bframes, h265)")
+        except (MissingTool, StartError) as exc:
+            print(f"camfleet: {exc}", file=sys.stderr)
+            return 1
+        print("up; Ctrl-C stops everything", flush=True)
+        wait_for_signal()
+        print("stopping ...", flush=True)
+    return 0

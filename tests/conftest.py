@@ -1,0 +1,87 @@
+"""Session-wide real servers on loopback: the test bed every tier of tests shares.
+
+Each server starts once per session on free ports, is waited on until healthy, and is stopped
+at the end, even when tests fail (and by an atexit hook if the session dies). Nothing here is a
+mock: a missing tool is an error that points at ``scripts/setup``, never a skip.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, async_playwright
+
+from camfleet.testbed.browser import launch_chromium
+from camfleet.testbed.kube import KubeCluster
+from camfleet.testbed.livekit import LiveKitServer
+from camfleet.testbed.redis import RedisServer
+from camfleet.testbed.rtsp import RtspCamera
+from camfleet.testbed.tools import repo_root, tools_dir
+
+
+@pytest.fixture(scope="session")
+def testbed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("testbed")
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    return tools_dir() / "media"
+
+
+@pytest.fixture(scope="session")
+def kube(testbed_dir: Path) -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver + kube-controller-manager (no kubelet, no scheduler)."""
+    with KubeCluster(testbed_dir / "kube") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def camera_crd(kube: KubeCluster) -> Path:
+    """The Camera CRD applied to the test cluster and established."""
+    crd = repo_root() / "crds" / "camera.yaml"
+    kube.kubectl("apply", "--server-side", "-f", str(crd))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/cameras.camfleet.io")
+    return crd
+
+
+@pytest.fixture
+def namespace(kube: KubeCluster) -> Iterator[str]:
+    """A fresh namespace per test; deleted afterwards without waiting."""
+    name = f"t-{secrets.token_hex(4)}"
+    kube.create_namespace(name)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server(testbed_dir: Path) -> Iterator[RedisServer]:
+    with RedisServer(testbed_dir / "redis") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def livekit_server(testbed_dir: Path) -> Iterator[LiveKitServer]:
+    with LiveKitServer(testbed_dir / "livekit") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rtsp_camera(testbed_dir: Path, media_dir: Path) -> Iterator[RtspCamera]:
+    with RtspCamera(testbed_dir / "rtsp", media_dir) as camera:
+        yield camera
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (no downloaded browser)."""
+    async with async_playwright() as pw:
+        chromium = await launch_chromium(pw)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
