@@ -3,20 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def _testbed(args: argparse.Namespace) -> int:
     """Start the real servers of the test bed on loopback and keep them up until Ctrl-C."""
-    from camfleet.testbed.stack import run_testbed  # noqa: PLC0415 - keeps `--help` fast
+    from camfleet.testbed.stack import run_testbed
 
     return run_testbed(Path(args.state_dir))
+
+
+def _localrunner(args: argparse.Namespace) -> int:
+    """Play the kubelet for camfleet's ingest Pods on a cluster without nodes (dev/test only)."""
+    import asyncio
+
+    from camfleet.jsonlog import setup_logging
+    from camfleet.localrunner.runner import RunnerOptions, run_runner
+
+    setup_logging(args.log_level)
+    options = RunnerOptions(
+        work_dir=Path(args.work_dir).resolve(),
+        selector=args.selector,
+        namespace=args.namespace,
+        backoff_base=args.backoff_base,
+        backoff_cap=args.backoff_cap,
+        extra_path=str(Path(sys.executable).parent),
+    )
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_until_signal(run_runner(kubeconfig, options)))
+    return 0
+
+
+async def _until_signal(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` until SIGTERM/SIGINT, then cancel it so its cleanup runs."""
+    import asyncio
+
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    """One camera into LiveKit; configured only by CAMFLEET_INGEST_* env (no secrets in argv)."""
+    from camfleet.ingest.main import run  # lazy: keeps `--help` fast
+
+    return run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     testbed.add_argument("--state-dir", default=".camfleet/testbed")
     testbed.set_defaults(func=_testbed)
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="pull one RTSP camera and publish it into LiveKit (settings: CAMFLEET_INGEST_* env)",
+    )
+    ingest.set_defaults(func=_ingest)
+
+    runner = sub.add_parser(
+        "localrunner",
+        help="run ingest Pods as local processes on a cluster without kubelet (dev/test only)",
+    )
+    runner.add_argument("--kubeconfig", default=None)
+    runner.add_argument("--namespace", default=None, help="only this namespace (default: all)")
+    runner.add_argument("--selector", default="app.kubernetes.io/managed-by=camfleet-operator")
+    runner.add_argument("--work-dir", default=".camfleet/pods")
+    runner.add_argument("--backoff-base", type=float, default=1.0)
+    runner.add_argument("--backoff-cap", type=float, default=30.0)
+    runner.add_argument("--log-level", default="INFO")
+    runner.set_defaults(func=_localrunner)
     return parser
 
 
