@@ -62,12 +62,51 @@ def _ingest(args: argparse.Namespace) -> int:
     return run()
 
 
+def _up(args: argparse.Namespace) -> int:
+    from camfleet.up import DEFAULT_PORTS, UpOptions, run_up
+
+    ports = {name: getattr(args, f"{name}_port") or port for name, port in DEFAULT_PORTS.items()}
+    return run_up(
+        UpOptions(
+            state_dir=Path(args.state_dir),
+            ports=ports,
+            demo=not args.no_demo,
+            cameras=list(args.camera),
+            ai_worker=not args.no_ai,
+        )
+    )
+
+
+def _down(args: argparse.Namespace) -> int:
+    from camfleet.up import run_down
+
+    return run_down(Path(args.state_dir), keep_state=args.keep_state)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="camfleet",
         description="RTSP cameras to WebRTC with AI overlays, on Kubernetes.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser(
+        "up", help="run the whole system locally (servers, operator, gateway, demo cameras)"
+    )
+    up.add_argument("--state-dir", default=".camfleet", help="reused by the next start")
+    up.add_argument("--no-demo", action="store_true", help="no demo cameras or AI worker")
+    up.add_argument("--no-ai", action="store_true", help="demo cameras without the AI worker")
+    up.add_argument(
+        "--camera", action="append", default=[], metavar="RTSP_URL", help="add a real camera"
+    )
+    for name in ("gateway", "kube", "livekit", "redis", "rtsp"):
+        up.add_argument(f"--{name}-port", type=int, default=None)
+    up.set_defaults(func=_up)
+
+    down = sub.add_parser("down", help="stop a running `camfleet up` and remove its state")
+    down.add_argument("--state-dir", default=".camfleet")
+    down.add_argument("--keep-state", action="store_true", help="stop only; keep the Cameras")
+    down.set_defaults(func=_down)
 
     testbed = sub.add_parser(
         "testbed",
