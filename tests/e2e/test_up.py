@@ -1,0 +1,199 @@
+"""`camfleet up` exactly as the README runs it: a subprocess, its printed URL, Ctrl-C, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from camfleet.testbed.process import free_port
+from camfleet.testbed.tools import tool
+
+THIRD_CAMERA = """
+apiVersion: camfleet.io/v1alpha1
+kind: Camera
+metadata: {name: third, namespace: demo}
+spec:
+  source: {url: "rtsp://127.0.0.1:%d/h264"}
+"""
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[str]
+    viewer_url: str
+    kubeconfig: Path
+    output: list[str]
+
+
+def _ports() -> list[str]:
+    args = []
+    for name in ("gateway", "kube", "livekit", "redis", "rtsp"):
+        args += [f"--{name}-port", str(free_port())]
+    return args
+
+
+def start_up(state_dir: Path, ports: list[str], timeout: float = 180) -> Up:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir), *ports],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    viewer = kubeconfig = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line.rstrip())
+        if m := re.match(r"Viewer:\s+(\S+)", line):
+            viewer = m.group(1)
+        if m := re.match(r"Kubeconfig:\s+(\S+)", line):
+            kubeconfig = Path(m.group(1))
+        if "Ctrl-C stops everything" in line:
+            break
+    if viewer is None or kubeconfig is None:
+        proc.kill()
+        pytest.fail("camfleet up did not come up:\n" + "\n".join(output))
+    return Up(proc, viewer, kubeconfig, output)
+
+
+def stop_up(up: Up) -> None:
+    up.proc.send_signal(signal.SIGINT)
+    rest, _ = up.proc.communicate(timeout=90)
+    up.output += rest.splitlines()
+    assert up.proc.returncode == 0, "\n".join(up.output)
+
+
+def kubectl(up: Up, *args: str, stdin: str | None = None) -> str:
+    out = subprocess.run(
+        [tool("kubectl"), f"--kubeconfig={up.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            raw = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in raw and str(os.getpid()) != cmdline.parent.name:
+            found.append(f"{cmdline.parent.name}: {raw[:200]}")
+    return found
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "camfleet-state"
+    yield path
+    subprocess.run(
+        [sys.executable, "-m", "camfleet.cli", "down", "--state-dir", str(path)],
+        capture_output=True,
+        check=False,
+    )
+
+
+def test_up_runs_the_demo_survives_a_restart_and_leaves_nothing(state_dir: Path) -> None:
+    ports = _ports()
+    rtsp_port = int(ports[ports.index("--rtsp-port") + 1])
+    up = start_up(state_dir, ports)
+    try:
+        assert up.viewer_url.startswith("http://127.0.0.1:")
+        cams = json.loads(kubectl(up, "get", "cam", "-A", "-o", "json"))["items"]
+        assert sorted(c["metadata"]["name"] for c in cams) == ["loading-dock", "lobby"]
+        kubectl(up, "apply", "-f", "-", stdin=THIRD_CAMERA % rtsp_port)
+        names = kubectl(up, "get", "cam", "-n", "demo", "-o", "name")
+        assert "camera.camfleet.io/third" in names
+    finally:
+        stop_up(up)
+    assert "stopped." in up.output
+    leftovers = processes_mentioning(str(state_dir))
+    assert leftovers == [], leftovers
+
+    # Same state directory: the Cameras are still there.
+    up = start_up(state_dir, ports)
+    try:
+        names = kubectl(up, "get", "cam", "-n", "demo", "-o", "name")
+        assert "camera.camfleet.io/third" in names
+    finally:
+        stop_up(up)
+    assert processes_mentioning(str(state_dir)) == []
+
+
+def test_up_reports_a_port_in_use_in_one_line(state_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        ports = _ports()
+        ports[ports.index("--gateway-port") + 1] = str(port)
+        out = subprocess.run(
+            [sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir), *ports],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert errors == [
+        f"camfleet: port {port} (gateway) is in use: stop what uses it (is another "
+        "`camfleet up` running? try `camfleet down`) or pass --gateway-port"
+    ]
+
+
+def test_up_reports_a_camera_that_does_not_answer(state_dir: Path) -> None:
+    dead = free_port()
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir)),
+            *("--no-demo", "--camera", f"rtsp://admin:pw@127.0.0.1:{dead}/stream", *_ports()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"camfleet: camera rtsp://admin:***@127.0.0.1:{dead}/stream does not answer "
+        "(TCP connect failed)"
+    )
+
+
+def test_up_points_at_the_setup_script_when_a_tool_is_missing(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir), *_ports()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "CAMFLEET_TOOLS": str(tmp_path / "no-tools"), "PATH": "/bin"},
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "camfleet: kube-apiserver is not installed: run `scripts/setup` (or `make setup`) first"
+    )
