@@ -1,5 +1,5 @@
 # Thin wrappers: every target is one documented command.
-.PHONY: setup test lint up down bench clean-tools
+.PHONY: setup test lint up down bench clean-tools images chart kind-load
 
 setup:           ## install everything into .venv/ and .tools/ (idempotent)
 	scripts/setup
@@ -18,3 +18,24 @@ down:
 
 bench:           ## benchmarks (by hand; results go to docs/benchmarks.md)
 	.venv/bin/python benchmarks/run_all.py
+
+# --- Packaging (images, Helm chart, kustomize base) -------------------------------------------
+APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/camfleet/Chart.yaml)
+REGISTRY ?= ghcr.io/camfleet
+DOCKER ?= docker
+IMAGE_BUILD_ARGS ?=
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+COMPONENTS := operator gateway ingest
+
+images: $(addprefix image-,$(COMPONENTS))  ## build the three images, tagged with the chart's appVersion
+
+image-%:         ## build one image: make image-operator (REGISTRY=..., DOCKER=podman, IMAGE_BUILD_ARGS=...)
+	$(DOCKER) build -f images/$*/Dockerfile -t $(REGISTRY)/camfleet-$*:$(APP_VERSION) \
+		--build-arg VERSION=$(APP_VERSION) --build-arg REVISION=$(REVISION) $(IMAGE_BUILD_ARGS) .
+
+chart:           ## regenerate the chart README's values table and the kustomize base in deploy/
+	.venv/bin/python scripts/render-chart-readme
+	.venv/bin/python scripts/render-deploy
+
+kind-load: images  ## load the images into the kind cluster "camfleet" (see docs/kubernetes.md)
+	kind load docker-image --name camfleet $(foreach c,$(COMPONENTS),$(REGISTRY)/camfleet-$(c):$(APP_VERSION))

@@ -1,0 +1,183 @@
+"""The ingest Deployment: one pod per camera pulling RTSP and publishing into LiveKit."""
+
+from typing import Any
+
+from camfleet_operator import constants as c
+from camfleet_operator.builders.meta import (
+    content_hash,
+    labels,
+    owner_reference,
+    selector_labels,
+    stamp,
+)
+from camfleet_operator.model import Camera, IngestDefaults, Resources
+
+# The ingest image's non-root user; fsGroup lets it read the 0440 token file.
+INGEST_UID = 65532
+TOKEN_FILE_MODE = 0o440
+
+
+def desired_replicas(camera: Camera, *, has_viewer: bool) -> int:
+    """1 while the ingest should run; 0 when disabled, or on-demand with nobody watching."""
+    if not camera.spec.enabled:
+        return 0
+    if camera.spec.on_demand and not has_viewer:
+        return 0
+    return 1
+
+
+def spec_hash(camera: Camera, defaults: IngestDefaults) -> str:
+    """Digest of everything the pod is built from; a change rolls the ingest."""
+    return content_hash(
+        {
+            "spec": camera.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "defaults": defaults.model_dump(mode="json"),
+        }
+    )
+
+
+def _quantities(values: dict[str, int | str] | None) -> dict[str, str] | None:
+    return {k: str(v) for k, v in sorted(values.items())} if values else None
+
+
+def _resources(camera: Camera, defaults: IngestDefaults) -> dict[str, Any]:
+    chosen: Resources = camera.spec.ingest.resources or defaults.resources
+    out: dict[str, Any] = {}
+    if requests := _quantities(chosen.requests):
+        out["requests"] = requests
+    if limits := _quantities(chosen.limits):
+        out["limits"] = limits
+    return out
+
+
+def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
+    p = c.ENV_PREFIX
+    spec = camera.spec
+    env: list[dict[str, Any]] = [
+        {"name": f"{p}CAMERA", "value": camera.ref},
+        {"name": f"{p}SOURCE_URL", "value": spec.source.url},
+    ]
+    if ref := spec.source.credentials_secret_ref:
+        # secretKeyRef keeps credentials out of the pod spec, process arguments and logs.
+        for var, key in (("USERNAME", ref.username_key), ("PASSWORD", ref.password_key)):
+            env.append(
+                {
+                    "name": f"{p}SOURCE_{var}",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}},
+                }
+            )
+    env += [
+        {"name": f"{p}TRANSPORT", "value": spec.source.transport},
+        {"name": f"{p}MODE", "value": spec.stream.mode},
+        {"name": f"{p}AUDIO", "value": spec.stream.audio},
+    ]
+    if spec.stream.max_bitrate_kbps is not None:
+        env.append({"name": f"{p}MAX_BITRATE_KBPS", "value": str(spec.stream.max_bitrate_kbps)})
+    env += [
+        {"name": f"{p}LIVEKIT_URL", "value": defaults.livekit_url},
+        {"name": f"{p}ROOM", "value": camera.room},
+        # A file, not an env var: the operator rotates the token in place and the ingest re-reads
+        # it at every (re)connect without a restart.
+        {"name": f"{p}TOKEN_FILE", "value": f"{c.TOKEN_MOUNT_DIR}/{c.TOKEN_KEY}"},
+    ]
+    return env
+
+
+def _probe(*, initial_delay: int, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": c.INGEST_HEALTH_PATH, "port": c.INGEST_PORT_NAME},
+        "initialDelaySeconds": initial_delay,
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _container(camera: Camera, defaults: IngestDefaults) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": c.INGEST_CONTAINER,
+        "image": camera.spec.ingest.image or defaults.image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": list(c.INGEST_COMMAND),
+        "env": _env(camera, defaults),
+        "ports": [{"name": c.INGEST_PORT_NAME, "containerPort": c.INGEST_PORT, "protocol": "TCP"}],
+        # Readiness follows frames flowing; liveness is lenient so a camera blip (which the
+        # ingest handles with its own backoff) does not become a pod restart.
+        "readinessProbe": _probe(initial_delay=2, period=5, failures=3),
+        "livenessProbe": _probe(initial_delay=20, period=10, failures=6),
+        "terminationMessagePath": c.TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": c.TOKEN_VOLUME, "mountPath": c.TOKEN_MOUNT_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if resources := _resources(camera, defaults):
+        container["resources"] = resources
+    return container
+
+
+def build_deployment(camera: Camera, defaults: IngestDefaults, *, replicas: int) -> dict[str, Any]:
+    """The desired ingest Deployment for `camera`, scaled to `replicas` (see desired_replicas)."""
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(camera, defaults)],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 15,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": INGEST_UID,
+            "runAsGroup": INGEST_UID,
+            "fsGroup": INGEST_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [
+            {
+                "name": c.TOKEN_VOLUME,
+                "secret": {
+                    "secretName": camera.secret_name,
+                    "items": [{"key": c.TOKEN_KEY, "path": c.TOKEN_KEY}],
+                    "defaultMode": TOKEN_FILE_MODE,
+                },
+            },
+            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        ],
+    }
+    if camera.spec.ingest.node_selector:
+        pod_spec["nodeSelector"] = dict(sorted(camera.spec.ingest.node_selector.items()))
+    if camera.spec.ingest.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in camera.spec.ingest.tolerations
+        ]
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": camera.deployment_name,
+            "namespace": camera.namespace,
+            "labels": labels(camera),
+            "ownerReferences": [owner_reference(camera)],
+        },
+        "spec": {
+            "replicas": replicas,
+            # Recreate: a camera must never see two RTSP pulls, not even during a rollout.
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": selector_labels(camera)},
+            "template": {
+                "metadata": {
+                    "labels": labels(camera),
+                    "annotations": {c.ANN_SPEC_HASH: spec_hash(camera, defaults)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+    return stamp(deployment)

@@ -1,0 +1,61 @@
+"""kopf handler registration: decorators only, each delegating in one line."""
+
+from typing import Any
+
+import kopf
+
+from camfleet_operator import constants as c
+from camfleet_operator import lifecycle, reconcile
+from camfleet_operator.reconcile import Context
+
+
+def _label_filter(ctx: Context) -> dict[str, Any]:
+    marks = {True: kopf.PRESENT, False: kopf.ABSENT}
+    return {
+        key: marks[value] if isinstance(value, bool) else value
+        for key, value in ctx.settings.shard_labels().items()
+    }
+
+
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    """Register the Camera handlers on `registry`, bound to `ctx` (no module-level state)."""
+    g, v, p = c.GROUP, c.VERSION, c.PLURAL
+    labels = _label_filter(ctx)
+    interval = ctx.settings.reconcile_interval_seconds
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
+        await lifecycle.startup(ctx, settings, logger)
+
+    # A private registry does not get kopf's default login handlers; use the official client's
+    # (in-cluster service account, else the kubeconfig), as kopf would.
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await lifecycle.cleanup(ctx)
+
+    @kopf.on.create(g, v, p, registry=registry, labels=labels)
+    async def created(body: kopf.Body, logger: Any, **_: Any) -> None:
+        await reconcile.sync(ctx, body, logger)
+
+    @kopf.on.update(g, v, p, registry=registry, labels=labels)
+    async def updated(body: kopf.Body, logger: Any, **_: Any) -> None:
+        await reconcile.sync(ctx, body, logger)
+
+    @kopf.on.resume(g, v, p, registry=registry, labels=labels)
+    async def resumed(body: kopf.Body, logger: Any, **_: Any) -> None:
+        await reconcile.sync(ctx, body, logger)
+
+    # Level-triggered safety net: drift repair, token rotation, status from pods and LiveKit.
+    @kopf.timer(
+        g, v, p, registry=registry, labels=labels, interval=interval, initial_delay=interval
+    )
+    async def resync(body: kopf.Body, logger: Any, **_: Any) -> None:
+        await reconcile.sync(ctx, body, logger)
+
+    @kopf.on.delete(g, v, p, registry=registry, labels=labels)
+    async def deleted(body: kopf.Body, retry: int, logger: Any, **_: Any) -> None:
+        await reconcile.finalize(ctx, body, retry, logger)

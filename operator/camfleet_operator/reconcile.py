@@ -1,0 +1,339 @@
+"""The one idempotent sync of a Camera, and its clean-up on delete.
+
+Per pass: get each child → create it if absent → refuse it if another owner holds it (never
+adopt) → patch it if it differs from the desired object → compute the status once and write it
+only if it changed. Create, update, resume and the timer all call the same `sync`, so a restart,
+a missed event or a hand-deleted child all converge the same way.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from camfleet_operator import constants as c
+from camfleet_operator import kube as paths
+from camfleet_operator.builders.deployment import build_deployment, desired_replicas
+from camfleet_operator.builders.secret import build_secret, issued_token, needs_rotation
+from camfleet_operator.conditions import Observed, compute_status, status_patch
+from camfleet_operator.kube import Conflict, Kube, KubeError
+from camfleet_operator.livekit import LiveKit, LiveKitUnavailable, RoomState
+from camfleet_operator.metrics import Metrics
+from camfleet_operator.model import Camera, IngestDefaults
+from camfleet_operator.settings import Settings
+
+WARNING_PHASES = frozenset({c.PHASE_DEGRADED, c.PHASE_FAILED})
+
+
+@dataclass
+class Context:
+    """Everything a handler needs, built once per process from the settings."""
+
+    settings: Settings
+    metrics: Metrics
+    livekit: LiveKit
+    defaults: IngestDefaults
+    kube: Kube | None = None
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings, metrics: Metrics | None = None) -> "Context":
+        metrics = metrics or Metrics()
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            livekit=LiveKit(settings, metrics),
+            defaults=settings.ingest_defaults(),
+        )
+
+    def api(self) -> Kube:
+        if self.kube is None:
+            raise RuntimeError("the Kubernetes client is not connected yet (startup not run)")
+        return self.kube
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        # Timers and change handlers of one Camera may overlap; one pass at a time per Camera.
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+
+def owned_by(obj: Mapping[str, Any], camera: Camera) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == camera.uid and ref.get("controller") for ref in refs)
+
+
+def conflict_message(kind: str, camera: Camera, name: str) -> str:
+    return (
+        f"{kind} {camera.namespace}/{name} exists and is not owned by this Camera; "
+        "rename or delete it (the operator never adopts)"
+    )
+
+
+def _differs(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    actual_hash = ((actual.get("metadata") or {}).get("annotations") or {}).get(c.ANN_DESIRED_HASH)
+    return bool(actual_hash != desired["metadata"]["annotations"][c.ANN_DESIRED_HASH])
+
+
+async def _ensure_child(
+    api: Kube, collection: str, path: str, desired: Mapping[str, Any], actual: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Create when absent, server-side apply when the desired content changed."""
+    if not actual:
+        return await api.create(collection, desired)
+    if _differs(actual, desired):
+        await api.apply(path, desired)
+    return dict(actual)
+
+
+def _observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
+    """Restarts, the ingest container's state and its last termination message."""
+    running, restarts = False, 0
+    waiting: str | None = None
+    message: str | None = None
+    for pod in pod_list:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue  # a terminating pod of an old rollout says nothing about the current one
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != c.INGEST_CONTAINER:
+                continue
+            restarts += int(status.get("restartCount") or 0)
+            state = status.get("state") or {}
+            running = running or "running" in state
+            waiting = waiting or (state.get("waiting") or {}).get("reason")
+            terminated = state.get("terminated") or (status.get("lastState") or {}).get(
+                "terminated"
+            )
+            if terminated and terminated.get("message"):
+                message = str(terminated["message"])
+    return {
+        "container_running": running,
+        "restarts": restarts,
+        "waiting_reason": waiting,
+        "termination_message": message,
+    }
+
+
+async def sync(ctx: Context, body: kopf.Body, logger: logging.Logger) -> None:
+    """Bring one Camera's children, room and status to the desired state (idempotent)."""
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return  # the delete handler owns the rest of this Camera's life
+    camera = Camera.from_body(body)
+    async with ctx.lock(camera.uid):
+        started = time.perf_counter()
+        try:
+            await _sync(ctx, camera, body, logger)
+        finally:
+            ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+
+async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.Logger) -> None:
+    api, settings = ctx.api(), ctx.settings
+    ns = camera.namespace
+    faults: list[str] = []
+    conflict: str | None = None
+    previous_status: Mapping[str, Any] = body.get("status") or {}
+
+    # The finalizer before anything outside Kubernetes exists: kopf adds it too, but its timers
+    # may fire first, and a room created for a Camera without one leaks if it is deleted now.
+    meta = body.get("metadata") or {}
+    finalizers = list(meta.get("finalizers") or [])
+    if settings.finalizer() not in finalizers:
+        try:
+            await api.merge_patch(
+                paths.camera(ns, camera.name),
+                {
+                    "metadata": {
+                        "finalizers": [*finalizers, settings.finalizer()],
+                        "resourceVersion": meta.get("resourceVersion"),
+                    }
+                },
+            )
+        except KubeError as exc:  # 409: the Camera changed meanwhile; the next pass sees it
+            raise kopf.TemporaryError(f"finalizer not added yet: {exc}", delay=0.5) from exc
+
+    # Watch-cache reads: a stale "absent" ends in a 409 and a retry, a stale "different" in a
+    # no-op apply; both converge, and etcd is spared two quorum reads per Camera per pass.
+    deployment, secret = await asyncio.gather(
+        api.get(paths.deployments(ns, camera.deployment_name), cached=True),
+        api.get(paths.secrets(ns, camera.secret_name), cached=True),
+    )
+    created_now = deployment is None
+
+    # LiveKit: the room must exist (LiveKit closes idle rooms), and it tells who is in it.
+    livekit_error: str | None = None
+    room = RoomState(publishing_video=False, attributes={}, viewers=0)
+    try:
+        await ctx.livekit.ensure_room(camera.room)
+        room = await ctx.livekit.room_state(camera.room, camera.identity)
+        old_room = previous_status.get("room")
+        if old_room and old_room != camera.room:
+            await ctx.livekit.delete_room(str(old_room))  # spec.room changed: retire the old one
+    except LiveKitUnavailable as exc:
+        livekit_error = str(exc)
+        faults.append("livekit")
+        ctx.metrics.errors.labels(kind="livekit").inc()
+        logger.warning("LiveKit unavailable: %s", exc)
+
+    current_replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+    # While LiveKit cannot say whether anyone watches, an on-demand ingest keeps its state.
+    has_viewer = room.viewers > 0 or (livekit_error is not None and current_replicas > 0)
+    replicas = desired_replicas(camera, has_viewer=has_viewer)
+
+    try:
+        # The token Secret first: a Deployment must never mount a Secret someone else owns.
+        if secret and not owned_by(secret, camera):
+            conflict = conflict_message("Secret", camera, camera.secret_name)
+        else:
+            token = issued_token(secret) if secret else None
+            if needs_rotation(
+                token,
+                room=camera.room,
+                identity=camera.identity,
+                issuer=ctx.livekit.issuer,
+                now=int(time.time()),
+                margin=settings.token_rotation_margin_seconds,
+            ):
+                token = ctx.livekit.mint_token(
+                    room=camera.room, identity=camera.identity, name=camera.ref
+                )
+                if secret:
+                    logger.info("LiveKit token rotated (expires at %d)", token.expires_at)
+            assert token is not None
+            await _ensure_child(
+                api,
+                paths.secrets(ns),
+                paths.secrets(ns, camera.secret_name),
+                build_secret(camera, token),
+                secret or {},
+            )
+            if deployment and not owned_by(deployment, camera):
+                conflict = conflict_message("Deployment", camera, camera.deployment_name)
+            else:
+                deployment = await _ensure_child(
+                    api,
+                    paths.deployments(ns),
+                    paths.deployments(ns, camera.deployment_name),
+                    build_deployment(camera, ctx.defaults, replicas=replicas),
+                    deployment or {},
+                )
+    except Conflict as exc:
+        # Someone created the child between our get and our create: the next pass sees it.
+        faults.append("conflict")
+        ctx.metrics.errors.labels(kind="conflict").inc()
+        logger.info("write conflict, will retry: %s", exc)
+    except KubeError as exc:
+        faults.append("kubernetes")
+        ctx.metrics.errors.labels(kind="kubernetes").inc()
+        logger.warning("Kubernetes API error: %s", exc)
+
+    pod_state: dict[str, Any] = {}
+    # A Deployment created in this pass has no pods yet: nothing to ask for.
+    if deployment and not conflict and not created_now:
+        selector = f"{c.LABEL_NAME}={c.APP_NAME},{c.LABEL_CAMERA}={camera.name}"
+        try:
+            pods = await api.list(paths.pods(ns), label_selector=selector, cached=True)
+            pod_state = _observe_pods(pods)
+        except KubeError as exc:
+            faults.append("kubernetes")
+            logger.warning("cannot list ingest pods: %s", exc)
+    observed = Observed(
+        desired_replicas=replicas,
+        ready_replicas=int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0),
+        publishing_video=room.publishing_video,
+        attributes=room.attributes,
+        conflict=conflict,
+        livekit_error=livekit_error,
+        **pod_state,
+    )
+    status = compute_status(camera, observed, previous_status, datetime.now(UTC))
+    await _write_status(ctx, camera, body, previous_status, status, logger)
+
+    if faults:
+        raise kopf.TemporaryError(
+            f"reconcile incomplete ({', '.join(sorted(set(faults)))})",
+            delay=settings.transient_retry_delay_seconds,
+        )
+
+
+async def _write_status(
+    ctx: Context,
+    camera: Camera,
+    body: kopf.Body,
+    previous: Mapping[str, Any],
+    status: Mapping[str, Any],
+    logger: logging.Logger,
+) -> None:
+    ctx.metrics.set_phase(camera.uid, status["phase"])
+    patch = status_patch(previous, status)
+    if not patch:
+        return
+    try:
+        await ctx.api().merge_patch(
+            paths.camera_status(camera.namespace, camera.name), {"status": patch}
+        )
+    except KubeError as exc:
+        ctx.metrics.errors.labels(kind="status").inc()
+        raise kopf.TemporaryError(f"status not written: {exc}", delay=1) from exc
+    old_phase, new_phase = previous.get("phase"), status["phase"]
+    ready = next(cond for cond in status["conditions"] if cond["type"] == c.COND_READY)
+    if old_phase != new_phase:
+        logger.info("phase %s -> %s (%s)", old_phase or "-", new_phase, ready["reason"])
+        kopf.event(
+            body,
+            type="Warning" if new_phase in WARNING_PHASES else "Normal",
+            reason=c.EVENT_PHASE_CHANGED,
+            message=f"{old_phase or 'New'} -> {new_phase}: {ready['reason']}: {ready['message']}",
+        )
+    previous_ready: Mapping[str, Any] = next(
+        (x for x in previous.get("conditions") or [] if x.get("type") == c.COND_READY), {}
+    )
+    if ready["reason"] == c.REASON_CHILD_CONFLICT and previous_ready.get("reason") != (
+        c.REASON_CHILD_CONFLICT
+    ):
+        kopf.event(body, type="Warning", reason=c.REASON_CHILD_CONFLICT, message=ready["message"])
+
+
+async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Logger) -> None:
+    """Delete the room and the children; give up on LiveKit after bounded retries."""
+    camera = Camera.from_body(body)
+    settings = ctx.settings
+    async with ctx.lock(camera.uid):
+        rooms = {camera.room, str((body.get("status") or {}).get("room") or camera.room)}
+        try:
+            for room in sorted(rooms):
+                await ctx.livekit.delete_room(room)
+        except LiveKitUnavailable as exc:
+            ctx.metrics.errors.labels(kind="livekit").inc()
+            if retry < settings.delete_retries:
+                raise kopf.TemporaryError(
+                    f"LiveKit room not deleted yet: {exc}",
+                    delay=settings.delete_retry_delay_seconds,
+                ) from exc
+            left = ", ".join(sorted(rooms))
+            message = (
+                f"LiveKit room(s) {left} left behind on {settings.api_url()} after "
+                f"{retry + 1} attempts ({exc}); delete them by hand or let LiveKit's "
+                "empty timeout close them"
+            )
+            logger.warning(message)
+            kopf.event(body, type="Warning", reason=c.EVENT_CLEANUP_INCOMPLETE, message=message)
+        api = ctx.api()
+        # Garbage collection would remove the children too; deleting them here makes a Camera
+        # deletion finish with its pods stopped instead of some time later.
+        try:
+            for path in (
+                paths.deployments(camera.namespace, camera.deployment_name),
+                paths.secrets(camera.namespace, camera.secret_name),
+            ):
+                child = await api.get(path)
+                if child and owned_by(child, camera):
+                    await api.delete(path, uid=child["metadata"]["uid"])
+        except KubeError as exc:
+            ctx.metrics.errors.labels(kind="kubernetes").inc()
+            raise kopf.TemporaryError(f"children not deleted yet: {exc}", delay=1) from exc
+    ctx.metrics.set_phase(camera.uid, None)
+    ctx.locks.pop(camera.uid, None)

@@ -1,0 +1,25 @@
+"""Typed application keys: what the handlers may find in the app."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from overlay_gateway.auth import Authenticator, Authorizer
+from overlay_gateway.broker import Broker
+from overlay_gateway.hub import Hub
+from overlay_gateway.kube import KubeClient
+from overlay_gateway.metrics import Metrics
+from overlay_gateway.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+HUB = web.AppKey("hub", Hub)
+REDIS = web.AppKey("redis", aioredis.Redis)
+BROKER = web.AppKey("broker", Broker)
+KUBE: web.AppKey[KubeClient | None] = web.AppKey("kube")
+AUTHENTICATORS: web.AppKey[Sequence[Authenticator]] = web.AppKey("authenticators")
+AUTHORIZER = web.AppKey("authorizer", Authorizer)
+SESSIONS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sessions")

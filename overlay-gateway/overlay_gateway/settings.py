@@ -1,0 +1,103 @@
+"""Gateway settings: one pydantic-settings object per process, env prefix `CAMFLEET_GATEWAY_`.
+
+Validated at start-up and passed explicitly to `init_app`; nothing reads it as a global.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class AuthMode(StrEnum):
+    KUBERNETES = "kubernetes"  # Authorization: Bearer <token> → TokenReview
+    PROXY = "proxy"  # X-Forwarded-User/-Groups from an auth proxy at a trusted address
+    STATIC = "static"  # one shared token, local development only
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAMFLEET_GATEWAY_", frozen=True, extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # aiohttp's default of 128 drops SYNs when hundreds of browsers reconnect at once (a replica
+    # restart), and each drop costs the client a 1 s retransmission.
+    listen_backlog: int = Field(default=2048, ge=1)
+    log_level: str = "INFO"
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+    # Comma-separated in the environment, tried in order; the first that recognises the
+    # request decides who the caller is.
+    auth_modes: Annotated[list[AuthMode], NoDecode] = [AuthMode.KUBERNETES]
+    static_token: SecretStr | None = None
+    proxy_cidrs: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
+    proxy_user_header: str = "X-Forwarded-User"
+    proxy_groups_header: str = "X-Forwarded-Groups"
+
+    # Kubernetes API access for TokenReview/SubjectAccessReview and Camera lookups:
+    # in-cluster service account when `kubeconfig` is unset and the pod env is present.
+    kube_enabled: bool = True
+    kubeconfig: Path | None = None
+    authn_cache_seconds: float = Field(default=10.0, ge=0)
+    authz_cache_seconds: float = Field(default=10.0, ge=0)
+    # Negative decisions expire sooner so that a fresh RoleBinding takes effect quickly.
+    authz_deny_cache_seconds: float = Field(default=2.0, ge=0)
+
+    livekit_url: str = "ws://127.0.0.1:7880"  # as the browser must reach it
+    livekit_api_key: SecretStr | None = None
+    livekit_api_secret: SecretStr | None = None
+    viewer_token_ttl_seconds: int = Field(default=600, ge=30, le=86400)
+
+    max_connections: int = Field(default=10_000, ge=1)
+    max_subscriptions: int = Field(default=64, ge=1)
+    max_message_bytes: int = Field(default=16 * 1024, ge=256)
+    # Per-connection queue of frames waiting for a slow socket; latest-wins per camera past it.
+    send_queue_size: int = Field(default=256, ge=1)
+    # A connection whose queue stays over the limit this long is disconnected.
+    slow_client_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Bytes the kernel/transport may buffer for one client before we start queueing.
+    socket_high_water_bytes: int = Field(default=256 * 1024, ge=1024)
+    heartbeat_seconds: float = Field(default=20.0, gt=0)
+    replay_max_events: int = Field(default=1000, ge=1)
+
+    xread_block_ms: int = Field(default=5000, ge=1)
+    xread_count: int = Field(default=100, ge=1)
+    redis_backoff_initial_seconds: float = Field(default=0.1, gt=0)
+    redis_backoff_max_seconds: float = Field(default=5.0, gt=0)
+    # A reader outlives its last subscriber briefly so that a page reload does not churn it.
+    reader_linger_seconds: float = Field(default=5.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lists(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("auth_modes", "proxy_cidrs"):
+                value = data.get(key)
+                if isinstance(value, str):
+                    data[key] = [v.strip() for v in value.split(",") if v.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if not self.auth_modes:
+            raise ValueError("auth_modes must name at least one authenticator")
+        if AuthMode.STATIC in self.auth_modes and not self.static_token:
+            raise ValueError("auth mode 'static' needs CAMFLEET_GATEWAY_STATIC_TOKEN")
+        if AuthMode.PROXY in self.auth_modes and not self.proxy_cidrs:
+            raise ValueError("auth mode 'proxy' needs CAMFLEET_GATEWAY_PROXY_CIDRS")
+        if AuthMode.KUBERNETES in self.auth_modes and not self.kube_enabled:
+            raise ValueError("auth mode 'kubernetes' needs the Kubernetes API (kube_enabled)")
+        if self.send_queue_size < self.max_subscriptions:
+            # Latest-wins keeps one event per camera, so the queue must hold one per camera.
+            raise ValueError("send_queue_size must be >= max_subscriptions")
+        if (self.livekit_api_key is None) != (self.livekit_api_secret is None):
+            raise ValueError("set both livekit_api_key and livekit_api_secret, or neither")
+        HttpUrl(self.livekit_url.replace("ws", "http", 1))  # refuse garbage early
+        return self

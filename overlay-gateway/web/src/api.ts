@@ -1,0 +1,100 @@
+// The gateway's HTTP API and the viewer's credentials.
+//
+// The page does not need to know the gateway's auth mode: it asks for the camera list as it is;
+// behind an auth proxy that already works (the proxy adds the identity headers), otherwise the
+// gateway answers 401 and the page asks for a token (a Kubernetes bearer token, or the static
+// token in local use), kept in sessionStorage only: it dies with the tab.
+
+const TOKEN_KEY = 'camfleet.token';
+
+export interface CameraInfo {
+  camera: string; // "<namespace>/<name>"
+  namespace: string;
+  name: string;
+  phase: string | null;
+  room: string;
+}
+
+export interface ViewerToken {
+  token: string;
+  url: string;
+  room: string;
+  identity: string;
+  expiresAt: number;
+}
+
+export class AuthRequired extends Error {}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function storedToken(): string | null {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+export function storeToken(token: string | null): void {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // storage disabled: the token lives as long as the page
+  }
+}
+
+function headers(extra: Record<string, string> = {}): Record<string, string> {
+  const token = storedToken();
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const response = await fetch(path, {
+    ...init,
+    headers: headers((init.headers as Record<string, string>) ?? {}),
+    credentials: 'same-origin',
+    cache: 'no-store',
+  });
+  if (response.status === 401) throw new AuthRequired('sign-in required');
+  const body = (await response.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
+  if (!response.ok) {
+    throw new ApiError(response.status, body.error?.code ?? 'error', body.error?.message ?? response.statusText);
+  }
+  return body as T;
+}
+
+export async function listCameras(): Promise<CameraInfo[]> {
+  const body = await call<{ cameras: CameraInfo[] }>('/api/cameras');
+  return body.cameras;
+}
+
+export async function viewerToken(camera: string): Promise<ViewerToken> {
+  return call<ViewerToken>('/api/token', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ camera }),
+  });
+}
+
+/** WebSocket subprotocols: the protocol version, plus the bearer token the way Kubernetes does it. */
+export function socketProtocols(): string[] {
+  const protocols = ['camfleet.v1'];
+  const token = storedToken();
+  if (token) {
+    const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(token)))
+      .replace(/\+/g, '-')
+      .replace(/\//g, '_')
+      .replace(/=+$/, '');
+    protocols.push(`base64url.bearer.authorization.k8s.io.${b64}`);
+  }
+  return protocols;
+}

@@ -1,0 +1,31 @@
+"""The viewer's media path, once per module: see `viewer_stack.ViewerStack`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+from viewer_stack import ViewerStack
+
+from camfleet.testbed.kube import KubeCluster
+from camfleet.testbed.livekit import LiveKitServer
+from camfleet.testbed.redis import RedisServer
+from camfleet.testbed.rtsp import RtspCamera
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def viewer_stack(
+    kube: KubeCluster,
+    camera_crd: Path,
+    redis_server: RedisServer,
+    livekit_server: LiveKitServer,
+    rtsp_camera: RtspCamera,
+    testbed_dir: Path,
+) -> AsyncIterator[ViewerStack]:
+    stack = ViewerStack(kube, redis_server, livekit_server, rtsp_camera, testbed_dir / "viewer")
+    try:
+        await stack.start()
+        yield stack
+    finally:
+        await stack.stop()
