@@ -316,6 +316,8 @@ def test_camera_crd_serves_and_peering_objects_exist(installed: Installed) -> No
         "kopfpeering.kopf.dev/cfall-peering-a",
         "kopfpeering.kopf.dev/cfall-peering-rest",
     ]
+    # Leave nothing for an operator another test may run cluster-wide to pick up.
+    kube.kubectl("delete", "cam", "chart-lobby", "-n", WATCHED[0], "--wait=false")
     installed.ensure("default")
     cluster = kube.kubectl("get", "clusterkopfpeerings.kopf.dev", DEFAULT_FULL, "-o", "name")
     assert cluster.stdout.strip() == f"clusterkopfpeering.kopf.dev/{DEFAULT_FULL}"

@@ -7,6 +7,7 @@ kube-apiserver.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,7 +103,10 @@ def test_default_render_has_every_component(default_docs: list[Doc]) -> None:
 def test_all_options_render_has_the_optional_parts(all_docs: list[Doc]) -> None:
     kinds = {d["kind"] for d in all_docs}
     assert {"Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "PodMonitor"} <= kinds
-    assert one(all_docs, "ConfigMap", "cfall-dashboard")["data"]["camfleet.json"].startswith("{")
+    dashboard = json.loads(one(all_docs, "ConfigMap", "cfall-dashboard")["data"]["camfleet.json"])
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert exprs
+    assert all("camfleet_" in e for e in exprs)
     gateway = one(all_docs, "Deployment", "cfall-gateway")
     assert "replicas" not in gateway["spec"], "the HPA owns the replica count"
     assert one(all_docs, "Service", "cfall-gateway")["spec"]["ports"][0]["nodePort"] == 30080
@@ -320,10 +324,14 @@ def _egress_ports(policy: Doc) -> set[tuple[str, int]]:
 
 
 def test_network_policies(default_docs: list[Doc], all_docs: list[Doc]) -> None:
+    from camfleet_operator import constants
+
     ingest = one(default_docs, "NetworkPolicy", "camfleet-ingest")
-    assert ingest["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == (
-        "camfleet-ingest"  # the label the operator's builders put on ingest pods
-    )
+    # Exactly the labels the operator's builders put on ingest pods.
+    assert ingest["spec"]["podSelector"]["matchLabels"] == {
+        constants.LABEL_NAME: constants.APP_NAME,
+        constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
+    }
     assert ingest["spec"]["ingress"] == []
     assert ("TCP", 554) in _egress_ports(ingest)
     assert ("UDP", 7882) in _egress_ports(ingest)
