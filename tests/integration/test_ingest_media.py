@@ -411,3 +411,27 @@ async def test_livekit_restart_republishes_by_itself(
             frames = await viewer.wait_frames(25, within=15)
             assert_stamped(frames)
         assert rtsp_camera.sessions("h264") == 1  # the camera session survived the outage
+
+
+async def test_rejoins_when_the_sdk_gives_up(
+    rtsp_camera: RtspCamera, livekit_server: LiveKitServer, tmp_path: Path
+) -> None:
+    """The SDK does not resume a removed participant: the supervisor's own reconnect does."""
+    async with running_ingest(livekit_server, tmp_path, rtsp_camera.url("h264")) as ingest:
+        await ingest.wait_health(200, within=15)
+        async with api.LiveKitAPI(
+            livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret
+        ) as lk:
+            await lk.room.remove_participant(
+                api.RoomParticipantIdentity(room=ingest.room, identity=ingest.identity)
+            )
+        rejoined = (
+            f'camfleet_ingest_reconnects_total{{camera="{ingest.camera}",side="livekit"}} 1.0'
+        )
+        for _ in range(100):
+            if rejoined in ingest.metrics():
+                break
+            await asyncio.sleep(0.1)
+        assert rejoined in ingest.metrics()
+        async with Subscriber(livekit_server, ingest.room, ingest.identity) as viewer:
+            assert_stamped(await viewer.wait_frames(25, within=15))

@@ -58,6 +58,7 @@ class Supervisor:
         self.reader: SourceReader | None = None
         self._skip_to_keyframe = True
         self._last_feedback = 0.0
+        self._rejected = 0  # consecutive PublishRejected
 
     def _new_backoff(self, cap: float) -> Backoff:
         return Backoff(base=self.settings.backoff_base_s, cap=cap)
@@ -122,7 +123,9 @@ class Supervisor:
             queue: asyncio.Queue[ReaderEvent] = asyncio.Queue()
 
             def emit(event: ReaderEvent, queue: asyncio.Queue[ReaderEvent] = queue) -> None:
-                loop.call_soon_threadsafe(self._enqueue, queue, event)
+                # The daemon reader may outlive the loop by a frame at exit: drop, don't raise.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._enqueue, queue, event)
 
             reader = SourceReader(self.settings, emit, self.frame_ids, self.keyframe_request)
             self.reader = reader
@@ -241,7 +244,6 @@ class Supervisor:
 
     async def _livekit_loop(self) -> None:
         backoff = self._new_backoff(self.settings.backoff_cap_s)
-        rejected = 0
         await self.source_ready.wait()
         while not self.stop.is_set():
             try:
@@ -249,11 +251,11 @@ class Supervisor:
                 return
             except IngestFailure as failure:
                 if isinstance(failure, PublishRejected):
-                    rejected += 1
-                    if rejected >= self.settings.publish_rejected_attempts:
-                        failure = _Final(f"{failure.message} ({rejected} attempts)")
+                    self._rejected += 1
+                    if self._rejected >= self.settings.publish_rejected_attempts:
+                        failure = _Final(f"{failure.message} ({self._rejected} attempts)")
                 else:
-                    rejected = 0
+                    self._rejected = 0
                 await self.publisher.close()
                 self._fail(failure)
             if self.stop.is_set():
@@ -278,6 +280,7 @@ class Supervisor:
         self.keyframe_request.set()
         await self.publisher.connect(token, TrackShape(info.width, info.height), self._attributes())
         backoff.reset()
+        self._rejected = 0
         log.info("publishing", extra={"room": self.settings.room, **self._attributes()})
         while True:
             lost = asyncio.create_task(self.publisher.lost.wait())

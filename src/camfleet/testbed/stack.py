@@ -15,7 +15,7 @@ from camfleet.testbed.tools import MissingTool, tools_dir
 
 
 def run_testbed(state_dir: Path) -> int:
-    from camfleet.cli import wait_for_signal  # noqa: PLC0415 - avoid an import cycle
+    from camfleet.cli import wait_for_signal
 
     state_dir = state_dir.resolve()
     with contextlib.ExitStack() as stack:
