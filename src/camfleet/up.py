@@ -316,9 +316,8 @@ class Stack:
                 with self.progress.step(f"example AI worker ({cam})"):
                     self._process(
                         f"ai-worker-{cam.replace('/', '-')}",
-                        [py, str(worker), "--camera", cam],
+                        [py, str(worker), "--camera", cam, "--redis-url", redis.url],
                         {
-                            "CAMFLEET_REDIS_URL": redis.url,
                             "LIVEKIT_URL": livekit.url,
                             "LIVEKIT_API_KEY": livekit.api_key,
                             "LIVEKIT_API_SECRET": livekit.api_secret,

@@ -376,6 +376,7 @@ async def test_camera_restart_recovers_by_itself(
         rtsp_camera.secure_url("h264"),
         source_username=rtsp_camera.username,
         source_password_file=str(password_file),
+        healthy_window_s="1.5",  # notice the outage sooner: a shorter test
     ) as ingest:
         async with Subscriber(livekit_server, ingest.room, ingest.identity) as viewer:
             await viewer.wait_frames(10, within=15)
