@@ -179,7 +179,7 @@ def servers(work: Path) -> Iterator[tuple[RtspCamera, LiveKitServer]]:
         yield camera, server
 
 
-def run_cpu(cameras: list[int], seconds: float) -> list[dict[str, object]]:
+def run_cpu(cameras: list[int], seconds: float, clip: str) -> list[dict[str, object]]:
     results: list[dict[str, object]] = []
     with (
         tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp,
@@ -193,11 +193,11 @@ def run_cpu(cameras: list[int], seconds: float) -> list[dict[str, object]]:
             for kind in ("passthrough", "jsmpeg"):
                 if kind == "passthrough":
                     procs = [
-                        start_ingest(server, camera.url("h264"), work, f"p{n}-{i}")
+                        start_ingest(server, camera.url(clip), work, f"p{n}-{i}")
                         for i in range(n)
                     ]
                 else:
-                    procs = [start_jsmpeg(camera.url("h264"), work, f"j{n}-{i}") for i in range(n)]
+                    procs = [start_jsmpeg(camera.url(clip), work, f"j{n}-{i}") for i in range(n)]
                 try:
                     row: dict[str, object] = {"path": kind, "cameras": n}
                     row |= measure(procs, 6, seconds)
@@ -316,11 +316,16 @@ def main() -> None:
     cpu = sub.add_parser("cpu")
     cpu.add_argument("--cameras", default="1,5")
     cpu.add_argument("--seconds", type=float, default=20)
+    cpu.add_argument(
+        "--clip",
+        default="h264-4mbps",
+        help="camera stream: h264-4mbps (a real camera's bitrate) or h264 (flat, tiny)",
+    )
     lat = sub.add_parser("latency")
     lat.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     if args.what == "cpu":
-        rows = run_cpu([int(n) for n in args.cameras.split(",")], args.seconds)
+        rows = run_cpu([int(n) for n in args.cameras.split(",")], args.seconds, args.clip)
         print("\n| path | cameras | fps/camera | CPU %/camera | CPU % at 25 fps | RSS MB/camera |")
         print("|---|---|---|---|---|---|")
         for r in rows:

@@ -5,6 +5,9 @@
 - ``h264.h264``: H.264 High, 1080p25, GOP 50 (2 s), no B-frames: the common IP camera;
 - ``h264-bframes.h264``: the same with 2 B-frames (auto mode must transcode it);
 - ``h265.h265``: H.265 Main, 1080p25, GOP 50 (auto mode must transcode it);
+- ``h264-4mbps.h264``: H.264 High at a real camera's 4 Mbit/s: fixed texture plus per-frame
+  sensor-like noise (the other clips are flat and compress to almost nothing, which flatters any
+  path that re-encodes; benchmarks use this one);
 
 each a raw Annex B stream with SPS/PPS (VPS) and an AUD in front of every access unit, plus
 ``<name>.index.json`` listing every access unit's offset, size, pts, dts and key flag, so the
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import cast
 
 import av
+import numpy as np
 
 from camfleet import pattern
 
@@ -40,6 +44,8 @@ class ClipSpec:
     profile: str
     width: int = 1920
     height: int = 1080
+    noise: int = 0  # amplitude of per-frame noise over a fixed texture; 0 = flat picture
+    bitrate: int | None = None  # bits/s (ABR) instead of CRF 23
 
 
 CLIPS = [
@@ -67,6 +73,16 @@ CLIPS = [
         "keyint=50:min-keyint=50:scenecut=0:bframes=0:repeat-headers=1:aud=1:log-level=error",
         "main",
     ),
+    ClipSpec(
+        "h264-4mbps",
+        "libx264",
+        "h264",
+        "x264-params",
+        "keyint=50:min-keyint=50:scenecut=0:bframes=0:repeat-headers=1:aud=1",
+        "high",
+        noise=10,
+        bitrate=4_000_000,
+    ),
 ]
 
 
@@ -77,7 +93,13 @@ def encode_clip(spec: ClipSpec, out_dir: Path, frames: int = FRAMES) -> Path:
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = Fraction(1, FPS)
     ctx.framerate = Fraction(FPS, 1)
-    ctx.options = {spec.params_key: spec.params, "preset": "veryfast", "crf": "23"}
+    options = {spec.params_key: spec.params, "preset": "veryfast"}
+    if spec.bitrate:
+        ctx.bit_rate = spec.bitrate
+        options |= {"maxrate": str(spec.bitrate), "bufsize": str(2 * spec.bitrate)}
+    else:
+        options["crf"] = "23"
+    ctx.options = options
     ctx.profile = spec.profile
     data = out_dir / f"{spec.name}.{spec.ext}"
     index: list[dict[str, int | bool]] = []
@@ -100,10 +122,21 @@ def encode_clip(spec: ClipSpec, out_dir: Path, frames: int = FRAMES) -> Path:
                 )
                 offset += len(raw)
 
+        rng = np.random.default_rng(7)
+        texture = (
+            rng.integers(-spec.noise * 3, spec.noise * 3 + 1, (spec.height, spec.width, 1))
+            if spec.noise
+            else None
+        )
         for n in range(frames):
-            frame = av.VideoFrame.from_ndarray(
-                pattern.render(n, spec.width, spec.height), format="rgb24"
-            ).reformat(format="yuv420p")
+            picture = pattern.render(n, spec.width, spec.height)
+            if texture is not None:
+                grain = rng.integers(-spec.noise, spec.noise + 1, (spec.height, spec.width, 1))
+                picture = np.clip(picture.astype(np.int16) + texture + grain, 0, 255).astype(
+                    np.uint8
+                )
+                pattern.write_code(picture, n)  # keep the code crisp for the readers
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
             frame.pts = n
             frame.time_base = Fraction(1, FPS)
             write(ctx.encode(frame))
