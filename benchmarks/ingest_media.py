@@ -193,8 +193,7 @@ def run_cpu(cameras: list[int], seconds: float, clip: str) -> list[dict[str, obj
             for kind in ("passthrough", "jsmpeg"):
                 if kind == "passthrough":
                     procs = [
-                        start_ingest(server, camera.url(clip), work, f"p{n}-{i}")
-                        for i in range(n)
+                        start_ingest(server, camera.url(clip), work, f"p{n}-{i}") for i in range(n)
                     ]
                 else:
                     procs = [start_jsmpeg(camera.url(clip), work, f"j{n}-{i}") for i in range(n)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from livekit import api
 
 from camfleet.testbed.kube import KubeCluster
@@ -34,7 +36,7 @@ from camfleet.testbed.livekit import LiveKitServer
 from camfleet.testbed.process import ManagedProcess, free_port, http_ok
 from camfleet.testbed.tools import repo_root
 from camfleet_operator import kube as paths
-from camfleet_operator.kube import Kube
+from camfleet_operator.kube import Conflict, Kube, KubeError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -87,25 +89,39 @@ def camera(i: int) -> dict[str, Any]:
     }
 
 
-async def count_converged(client: Kube, lk: api.LiveKitAPI, ns: str) -> dict[str, int]:
-    cams, deps, secs, rooms = await asyncio.gather(
-        client.request("GET", paths.cameras(ns)),
-        client.list(paths.deployments(ns), label_selector="app.kubernetes.io/name=camfleet-ingest"),
-        client.list(paths.secrets(ns), label_selector="app.kubernetes.io/name=camfleet-ingest"),
+async def count(client: Kube, collection: str) -> int:
+    """Objects in a collection without transferring them: limit=1 + remainingItemCount."""
+    page = await client.request("GET", collection, query={"limit": "1"}) or {}
+    return len(page.get("items") or []) + int(
+        (page.get("metadata") or {}).get("remainingItemCount") or 0
+    )
+
+
+async def count_converged(
+    client: Kube, lk: api.LiveKitAPI, ns: str, n: int, *, full: bool
+) -> dict[str, int]:
+    """What exists so far. The poller must not load the API server it measures: counts come
+    from one-item pages, and the full Camera list (for observedGeneration) is read from the
+    watch cache only when the children are complete or `full` asks for it."""
+    deps, secs, rooms = await asyncio.gather(
+        count(client, paths.deployments(ns)),
+        count(client, paths.secrets(ns)),
         lk.room.list_rooms(api.ListRoomsRequest()),
     )
-    items = (cams or {}).get("items") or []
-    observed = sum(
-        1
-        for c in items
-        if (c.get("status") or {}).get("observedGeneration") == c["metadata"]["generation"]
-    )
-    return {
-        "observed": observed,
-        "deployments": len(deps),
-        "secrets": len(secs),
+    result = {
+        "deployments": deps,
+        "secrets": secs,
         "rooms": sum(1 for r in rooms.rooms if r.name.startswith(f"{ns}-")),
+        "observed": 0,
     }
+    if full or min(deps, secs, result["rooms"]) >= n:
+        cams = await client.request("GET", paths.cameras(ns), query={"resourceVersion": "0"})
+        result["observed"] = sum(
+            1
+            for c in (cams or {}).get("items") or []
+            if (c.get("status") or {}).get("observedGeneration") == c["metadata"]["generation"]
+        )
+    return result
 
 
 async def one_run(
@@ -140,15 +156,29 @@ async def one_run(
 
         async def create(i: int) -> None:
             async with gate:
-                await client.create(paths.cameras(ns), camera(i))
+                for attempt in range(5):  # an overloaded API server may time a POST out
+                    try:
+                        await client.create(paths.cameras(ns), camera(i))
+                        return
+                    except Conflict:
+                        return  # the timed-out attempt did land
+                    except KubeError:
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(1)
 
         started = time.monotonic()
         await asyncio.gather(*(create(i) for i in range(n)))
         created = time.monotonic() - started
         last: dict[str, int] = {}
         stages: dict[str, float] = {}  # when each kind of result was complete
+        polls = 0
         while time.monotonic() - started < limit:
-            last = await count_converged(client, lk, ns)
+            try:
+                last = await count_converged(client, lk, ns, n, full=polls % 10 == 9)
+            except (KubeError, api.TwirpError, aiohttp.ClientError, TimeoutError) as exc:
+                print(f"poll failed (retrying): {exc}", file=sys.stderr, flush=True)
+            polls += 1
             for key, value in last.items():
                 if value >= n and key not in stages:
                     stages[key] = round(time.monotonic() - started, 2)
@@ -183,9 +213,9 @@ async def one_run(
 
         await asyncio.gather(*(delete(i) for i in range(n)))
         while time.monotonic() - started < limit:
-            left = await client.request("GET", paths.cameras(ns))
-            if not (left or {}).get("items"):
-                break
+            with contextlib.suppress(KubeError):
+                if await count(client, paths.cameras(ns)) == 0:
+                    break
             await asyncio.sleep(0.5)
         deleted = time.monotonic() - started
         cpu2, peak = proc_stats(op.pid)

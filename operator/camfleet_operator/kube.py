@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from kubernetes_asyncio import client, config
 
 from camfleet_operator import constants as c
@@ -63,21 +64,26 @@ class Kube:
         content_type: str = JSON,
     ) -> dict[str, Any] | None:
         """One API call; None for 404, KubeError/Conflict for other failures."""
-        response = await self._api.call_api(
-            path,
-            method,
-            query_params=list((query or {}).items()),
-            header_params={"Accept": JSON, "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=30,
-        )
         try:
-            raw = await response.read()
-            status = response.status
-        finally:
-            response.release()
+            response = await self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Accept": JSON, "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=30,
+            )
+            try:
+                raw = await response.read()
+                status = response.status
+            finally:
+                response.release()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Transport trouble (overloaded or restarting API server) is a transient fault
+            # like a 5xx, not a bug: callers retry it the same way.
+            raise KubeError(0, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if status == 404:
             return None
         if status >= 400:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from camfleet_operator import constants as c
 from camfleet_operator import kube as paths
@@ -117,11 +118,43 @@ def _observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+async def _read_children(
+    api: Kube, camera: Camera
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    deployment, secret = await asyncio.gather(
+        api.get(paths.deployments(camera.namespace, camera.deployment_name), cached=True),
+        api.get(paths.secrets(camera.namespace, camera.secret_name), cached=True),
+    )
+    return deployment, secret
+
+
+async def _observe_room(
+    ctx: Context, camera: Camera, previous_status: Mapping[str, Any], logger: logging.Logger
+) -> tuple[RoomState, str | None]:
+    """Ensure the room (LiveKit closes idle rooms) and see who is in it; never raises."""
+    try:
+        await ctx.livekit.ensure_room(camera.room)
+        room = await ctx.livekit.room_state(camera.room, camera.identity)
+        old_room = previous_status.get("room")
+        if old_room and old_room != camera.room:
+            await ctx.livekit.delete_room(str(old_room))  # spec.room changed: retire the old one
+    except LiveKitUnavailable as exc:
+        ctx.metrics.errors.labels(kind="livekit").inc()
+        logger.warning("LiveKit unavailable: %s", exc)
+        return RoomState(publishing_video=False, attributes={}, viewers=0), str(exc)
+    return room, None
+
+
 async def sync(ctx: Context, body: kopf.Body, logger: logging.Logger) -> None:
     """Bring one Camera's children, room and status to the desired state (idempotent)."""
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return  # the delete handler owns the rest of this Camera's life
-    camera = Camera.from_body(body)
+    try:
+        camera = Camera.from_body(body)
+    except ValidationError as exc:
+        # The CRD schema should have refused it (e.g. an older CRD is installed): no retry fixes it.
+        ctx.metrics.errors.labels(kind="spec").inc()
+        raise kopf.PermanentError(f"spec does not match camfleet's model: {exc}") from exc
     async with ctx.lock(camera.uid):
         started = time.perf_counter()
         try:
@@ -155,80 +188,80 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
         except KubeError as exc:  # 409: the Camera changed meanwhile; the next pass sees it
             raise kopf.TemporaryError(f"finalizer not added yet: {exc}", delay=0.5) from exc
 
-    # Watch-cache reads: a stale "absent" ends in a 409 and a retry, a stale "different" in a
-    # no-op apply; both converge, and etcd is spared two quorum reads per Camera per pass.
-    deployment, secret = await asyncio.gather(
-        api.get(paths.deployments(ns, camera.deployment_name), cached=True),
-        api.get(paths.secrets(ns, camera.secret_name), cached=True),
-    )
-    created_now = deployment is None
-
-    # LiveKit: the room must exist (LiveKit closes idle rooms), and it tells who is in it.
-    livekit_error: str | None = None
-    room = RoomState(publishing_video=False, attributes={}, viewers=0)
+    # Reads first, all at once: the children from the API server's watch cache (a stale
+    # "absent" ends in a 409 and a retry, a stale "different" in a no-op apply; both converge,
+    # and etcd is spared quorum reads) and the room from LiveKit.
     try:
-        await ctx.livekit.ensure_room(camera.room)
-        room = await ctx.livekit.room_state(camera.room, camera.identity)
-        old_room = previous_status.get("room")
-        if old_room and old_room != camera.room:
-            await ctx.livekit.delete_room(str(old_room))  # spec.room changed: retire the old one
-    except LiveKitUnavailable as exc:
-        livekit_error = str(exc)
+        (deployment, secret), (room, livekit_error) = await asyncio.gather(
+            _read_children(api, camera), _observe_room(ctx, camera, previous_status, logger)
+        )
+    except KubeError as exc:
+        ctx.metrics.errors.labels(kind="kubernetes").inc()
+        raise kopf.TemporaryError(
+            f"cannot read children: {exc}", delay=settings.transient_retry_delay_seconds
+        ) from exc
+    if livekit_error:
         faults.append("livekit")
-        ctx.metrics.errors.labels(kind="livekit").inc()
-        logger.warning("LiveKit unavailable: %s", exc)
+    created_now = deployment is None
 
     current_replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
     # While LiveKit cannot say whether anyone watches, an on-demand ingest keeps its state.
     has_viewer = room.viewers > 0 or (livekit_error is not None and current_replicas > 0)
     replicas = desired_replicas(camera, has_viewer=has_viewer)
 
-    try:
-        # The token Secret first: a Deployment must never mount a Secret someone else owns.
-        if secret and not owned_by(secret, camera):
-            conflict = conflict_message("Secret", camera, camera.secret_name)
-        else:
-            token = issued_token(secret) if secret else None
-            if needs_rotation(
-                token,
-                room=camera.room,
-                identity=camera.identity,
-                issuer=ctx.livekit.issuer,
-                now=int(time.time()),
-                margin=settings.token_rotation_margin_seconds,
-            ):
-                token = ctx.livekit.mint_token(
-                    room=camera.room, identity=camera.identity, name=camera.ref
-                )
-                if secret:
-                    logger.info("LiveKit token rotated (expires at %d)", token.expires_at)
-            assert token is not None
-            await _ensure_child(
+    # Ownership before any write; a name someone else holds is reported, never adopted (and a
+    # Deployment must never mount a token Secret that is not ours).
+    if secret and not owned_by(secret, camera):
+        conflict = conflict_message("Secret", camera, camera.secret_name)
+    elif deployment and not owned_by(deployment, camera):
+        conflict = conflict_message("Deployment", camera, camera.deployment_name)
+    else:
+        token = issued_token(secret) if secret else None
+        if token is None or needs_rotation(
+            token,
+            room=camera.room,
+            identity=camera.identity,
+            issuer=ctx.livekit.issuer,
+            now=int(time.time()),
+            margin=settings.token_rotation_margin_seconds,
+        ):
+            if token is not None:
+                logger.info("LiveKit token rotated (old one expires at %d)", token.expires_at)
+            token = ctx.livekit.mint_token(
+                room=camera.room, identity=camera.identity, name=camera.ref
+            )
+        # Both writes at once: a pod started before its Secret exists just waits for the mount.
+        results = await asyncio.gather(
+            _ensure_child(
                 api,
                 paths.secrets(ns),
                 paths.secrets(ns, camera.secret_name),
                 build_secret(camera, token),
                 secret or {},
-            )
-            if deployment and not owned_by(deployment, camera):
-                conflict = conflict_message("Deployment", camera, camera.deployment_name)
-            else:
-                deployment = await _ensure_child(
-                    api,
-                    paths.deployments(ns),
-                    paths.deployments(ns, camera.deployment_name),
-                    build_deployment(camera, ctx.defaults, replicas=replicas),
-                    deployment or {},
-                )
-    except Conflict as exc:
-        # Someone created the child between our get and our create: the next pass sees it.
-        faults.append("conflict")
-        ctx.metrics.errors.labels(kind="conflict").inc()
-        logger.info("write conflict, will retry: %s", exc)
-    except KubeError as exc:
-        faults.append("kubernetes")
-        ctx.metrics.errors.labels(kind="kubernetes").inc()
-        logger.warning("Kubernetes API error: %s", exc)
+            ),
+            _ensure_child(
+                api,
+                paths.deployments(ns),
+                paths.deployments(ns, camera.deployment_name),
+                build_deployment(camera, ctx.defaults, replicas=replicas),
+                deployment or {},
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, Conflict):
+                # Someone created the child between our read and our create: next pass sees it.
+                faults.append("conflict")
+                ctx.metrics.errors.labels(kind="conflict").inc()
+                logger.info("write conflict, will retry: %s", result)
+            elif isinstance(result, KubeError):
+                faults.append("kubernetes")
+                ctx.metrics.errors.labels(kind="kubernetes").inc()
+                logger.warning("Kubernetes API error: %s", result)
+            elif isinstance(result, BaseException):
+                raise result
+        if not isinstance(results[1], BaseException):
+            deployment = results[1]
 
     pod_state: dict[str, Any] = {}
     # A Deployment created in this pass has no pods yet: nothing to ask for.

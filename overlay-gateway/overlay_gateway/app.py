@@ -65,6 +65,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         backoff_initial=settings.redis_backoff_initial_seconds,
         backoff_max=settings.redis_backoff_max_seconds,
         linger=settings.reader_linger_seconds,
+        streams_per_reader=settings.streams_per_reader,
     )
     app[keys.REDIS] = client
     app[keys.BROKER] = broker

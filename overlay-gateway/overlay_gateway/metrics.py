@@ -31,7 +31,7 @@ class Metrics:
         )
         self.readers = Gauge(
             "camfleet_gateway_stream_readers",
-            "Redis Stream readers (one per watched camera).",
+            "Camera streams being read from Redis (each once per replica).",
             registry=r,
         )
         self.events_in = Counter(

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
 
     xread_block_ms: int = Field(default=5000, ge=1)
     xread_count: int = Field(default=100, ge=1)
+    # Streams multiplexed on one reader connection (one XREAD BLOCK over all of them).
+    streams_per_reader: int = Field(default=256, ge=1)
     redis_backoff_initial_seconds: float = Field(default=0.1, gt=0)
     redis_backoff_max_seconds: float = Field(default=5.0, gt=0)
     # A reader outlives its last subscriber briefly so that a page reload does not churn it.

@@ -408,8 +408,9 @@ async def test_two_replicas_on_one_redis_both_deliver_everything(
     redis_server: RedisServer, publisher: AsyncPublisher
 ) -> None:
     cams = [new_camera(), new_camera()]
+    # g1 reads each camera on a connection of its own; g2 multiplexes both on one.
     async with (
-        run_gateway(settings(redis_server.url)) as g1,
+        run_gateway(settings(redis_server.url, streams_per_reader=1)) as g1,
         run_gateway(settings(redis_server.url)) as g2,
     ):
         clients = [await connect(g) for g in (g1, g2, g1, g2)]
@@ -541,3 +542,24 @@ async def test_example_worker_publishes_through_the_gateway(
         assert [m["event"]["frame"] for m in got] == list(range(published))
     finally:
         await client.close()
+
+
+async def test_a_new_camera_interrupts_the_blocked_read(
+    redis_server: RedisServer, publisher: AsyncPublisher
+) -> None:
+    first, second = new_camera(), new_camera()
+    async with run_gateway(settings(redis_server.url, xread_block_ms=10_000)) as gw:
+        client = await connect(gw)
+        try:
+            await client.subscribe(first)
+            await asyncio.sleep(0.3)  # the reader now blocks for up to 10 s on `first` alone
+            await client.subscribe(second)
+            started = time.monotonic()
+            sent = await publisher.publish(event(second, 1))
+            got = await client.events(1, timeout=5)
+            assert got[0]["id"] == sent
+            # Without CLIENT UNBLOCK this would wait for the 10 s block to end.
+            assert time.monotonic() - started < 2
+            assert metric(await scrape(gw), "camfleet_gateway_stream_readers") == 2
+        finally:
+            await client.close()

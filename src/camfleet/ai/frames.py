@@ -92,10 +92,18 @@ def subscriber_token(
 def to_stamped(event: rtc.VideoFrameEvent) -> StampedFrame:
     """Convert one SDK event (an RGB24 frame) into a `StampedFrame`."""
     frame = event.frame
-    if frame.type != rtc.VideoBufferType.RGB24:
-        frame = frame.convert(rtc.VideoBufferType.RGB24)
-    # normalize_stride (set by VideoStream) makes rows exactly width*3 bytes.
-    rgb = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 3)
+    kind = frame.type
+    if kind in (rtc.VideoBufferType.RGBA, rtc.VideoBufferType.BGRA):
+        # Packed 4-byte pixels: the native converter does not go to RGB24, numpy does.
+        px = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+        rgb = np.ascontiguousarray(
+            px[..., :3] if kind == rtc.VideoBufferType.RGBA else px[..., 2::-1]
+        )
+    else:
+        if kind != rtc.VideoBufferType.RGB24:
+            frame = frame.convert(rtc.VideoBufferType.RGB24)  # I420, NV12…: natively
+        # normalize_stride (set by VideoStream) makes rows exactly width*3 bytes.
+        rgb = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 3)
     meta = event.metadata
     user_ts: int | None = None
     frame_id: int | None = None
