@@ -118,13 +118,13 @@ class TcpProxy:
     def restore(self) -> None:
         self.down = False
 
-    async def stop(self) -> None:
+    def close(self) -> None:
         self.cut()
         for task in list(self.tasks):
             task.cancel()
         if self.server is not None:
+            # Not wait_closed(): it would wait for every proxied connection's handler.
             self.server.close()
-            await self.server.wait_closed()
 
 
 @dataclass
@@ -269,13 +269,15 @@ class ViewerStack:
         return "\n".join(parts)
 
     async def stop(self) -> None:
-        if self.proxy is not None:
-            await self.proxy.stop()
-        if self._gateway_cm is not None:
-            await self._gateway_cm.__aexit__(None, None, None)
+        """Stop everything, each step bounded and independent of the others' failures."""
         for proc in (self.worker, self.ingest):
             if proc is not None:
-                await asyncio.to_thread(proc.stop)
+                await asyncio.to_thread(proc.stop, 5.0)
+        if self.proxy is not None:
+            self.proxy.close()
+        if self._gateway_cm is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._gateway_cm.__aexit__(None, None, None), 15)
         await asyncio.to_thread(
             self.kube.kubectl, "delete", "namespace", self.namespace, "--wait=false", check=False
         )

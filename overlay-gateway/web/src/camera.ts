@@ -38,7 +38,7 @@ const MAX_BEHIND_MS = 500;
 const FRAME_MS_GUESS = 40;
 const TRACE_LIMIT = 2000;
 
-export type SyncMode = 'frame' | 'time-no-rtp' | 'time-no-metadata' | 'none';
+export type SyncMode = 'frame' | 'time-no-rtp' | 'time-no-metadata' | 'time-forced' | 'none';
 
 export interface DrawnBox {
   label: string;
@@ -63,6 +63,8 @@ export interface ViewerOptions {
   workerUrl: string;
   holdBackFloorMs: number;
   assumedVideoLatencyMs: number;
+  /** `?sync=time`: match by capture time even where frame stamps exist (diagnostics, tests). */
+  forceTimeSync: boolean;
 }
 
 export class CameraView {
@@ -272,7 +274,7 @@ export class CameraView {
     const wall = Date.now();
     let frameId: number | null = null;
     let tsMs: number | null = null;
-    if (rtpTimestamp !== undefined) {
+    if (rtpTimestamp !== undefined && !this.options.forceTimeSync) {
       this.lastRtpTimestamp = rtpTimestamp;
       const meta = this.track?.lookupFrameMetadata({ rtpTimestamp });
       if (meta) {
@@ -298,7 +300,11 @@ export class CameraView {
       if (match === undefined && tsMs !== null) match = this.ring.matchTime(tsMs, 0, MAX_BEHIND_MS);
       this.drift.record(match === undefined ? undefined : match.kind === 'exact' ? 0 : this.behindFrames(match));
     } else {
-      this.syncMode = rtpTimestamp === undefined ? 'time-no-rtp' : 'time-no-metadata';
+      this.syncMode = this.options.forceTimeSync
+        ? 'time-forced'
+        : rtpTimestamp === undefined
+          ? 'time-no-rtp'
+          : 'time-no-metadata';
       // No stamp on the frame: assume a typical glass-to-glass delay and match by capture time.
       const estimate = wall - this.options.assumedVideoLatencyMs;
       match = this.ring.matchTime(estimate, FRAME_MS_GUESS / 2, MAX_BEHIND_MS);
@@ -411,6 +417,7 @@ export class CameraView {
       frame: 'Frame-accurate sync (frame metadata)',
       'time-no-rtp': 'Time-based sync: this browser exposes no rtpTimestamp, boxes are approximate',
       'time-no-metadata': 'Time-based sync: the stream carries no frame metadata, boxes are approximate',
+      'time-forced': 'Time-based sync (forced by ?sync=time): boxes are approximate',
       none: this.error ? `Error: ${this.error}` : 'Waiting for video…',
     };
     this.syncEl.textContent = notes[this.syncMode];
@@ -490,6 +497,21 @@ export class CameraView {
         resolve(this.lastFrameId);
       });
     });
+  }
+
+  /**
+   * Draw the boxes for frame `frameId` now (test hook for a frozen picture: a paused <video>
+   * may show a newer frame than its last frame callback reported, so the test names the frame
+   * it reads in the picture). Returns how it matched: 'exact', 'earlier' or 'none'.
+   */
+  drawFor(frameId: number): string {
+    const match = this.ring.matchFrame(frameId, MAX_BEHIND_FRAMES);
+    this.lastMatch = match;
+    const boxes = this.draw(match);
+    this.lastDrawn = match
+      ? { eventFrame: match.entry.event.frame ?? null, eventId: match.entry.id, kind: match.kind, boxes }
+      : null;
+    return match?.kind ?? 'none';
   }
 
   stats(): Record<string, unknown> {

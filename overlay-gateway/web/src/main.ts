@@ -37,6 +37,7 @@ class Viewer {
       workerUrl: new URL('static/fm-worker.js', document.baseURI).href,
       holdBackFloorMs: Number(params.get('holdback') ?? 0) || 0,
       assumedVideoLatencyMs: Number(params.get('latency') ?? 150) || 150,
+      forceTimeSync: params.get('sync') === 'time',
     };
     this.probe = params.has('probe');
     this.signin.addEventListener('submit', (ev) => {
@@ -177,6 +178,7 @@ class Viewer {
         view(camera).trace = [];
       },
       freeze: (camera: string, frozen: boolean) => view(camera).freeze(frozen),
+      drawFor: (camera: string, frameId: number) => view(camera).drawFor(frameId),
       resetDrift: (camera: string) => view(camera).drift.reset(),
       enlarge: (camera: string | null) => this.enlarge(camera === null ? null : view(camera)),
       socket: () => ({ ...this.socketInfo, connects: this.socket?.connects ?? 0, duplicates: this.socket?.duplicates ?? 0 }),

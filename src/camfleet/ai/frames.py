@@ -138,6 +138,7 @@ async def subscribe_frames(
     closed = asyncio.Event()
     current: list[str] = []  # sid of the track being read, if any
     gone = asyncio.Event()
+    ended: set[str] = set()  # unsubscribed before being read
 
     def on_subscribed(
         track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
@@ -149,6 +150,7 @@ async def subscribe_frames(
     def on_unsubscribed(
         track: rtc.Track, _pub: rtc.RemoteTrackPublication, _participant: rtc.RemoteParticipant
     ) -> None:
+        ended.add(track.sid)
         if current and track.sid == current[0]:
             gone.set()
 
@@ -161,6 +163,8 @@ async def subscribe_frames(
     try:
         while True:
             track = await _next_track(tracks, closed)
+            if track.sid in ended:
+                continue
             current[:] = [track.sid]
             gone.clear()
             stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGB24, capacity=capacity)
