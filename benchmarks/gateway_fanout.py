@@ -330,8 +330,10 @@ def run_clients(
     warmup: float,
     measure: float,
     gw: Proc,
+    pub_args: list[str],
     metrics: bool = True,
 ) -> dict[str, Any]:
+    started = time.monotonic()
     lg = Proc(
         [
             "node",
@@ -344,17 +346,30 @@ def run_clients(
         ],
         stdin=True,
     )
+    pub: Proc | None = None
     try:
         line = lg.readline()
         if not line.startswith("CONNECTED"):
             raise RuntimeError(f"load generator: {line!r}")
         connected, connect_s = int(line.split()[1]), float(line.split()[2])
+        if metrics:
+            # Connected is not subscribed: let the server finish the subscriptions first.
+            deadline = time.monotonic() + 120
+            while metric(base, "camfleet_gateway_subscriptions") < connected * per_client:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the gateway never finished the subscriptions")
+                time.sleep(0.1)
+            connect_s = round(time.monotonic() - started, 2)
+        # Events flow only once every client is in: connecting is measured on its own, and
+        # the warm-up then covers the publisher's start.
+        pub = Proc(pub_args)
         time.sleep(warmup)
         lg.send("start")
         cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
         time.sleep(measure)
         lg.send("stop")
         cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
+        pub.stop()
         stats: dict[str, Any] = json.loads(lg.readline())
         stats.update(
             clients=n,
@@ -368,6 +383,8 @@ def run_clients(
         lg.p.wait(10)
         return stats
     finally:
+        if pub is not None:
+            pub.stop()
         lg.stop()
 
 
@@ -443,24 +460,21 @@ def orchestrate(args: argparse.Namespace) -> None:
             ]
         )
         redis_url = f"redis://127.0.0.1:{rport}/0"
-        pub: Proc | None = None
         results: list[dict[str, Any]] = []
         idle: dict[str, Any] | None = None
         try:
             time.sleep(0.3)
-            pub = Proc(
-                [
-                    sys.executable,
-                    str(Path(__file__)),
-                    "publish",
-                    "--redis",
-                    redis_url,
-                    "--cams",
-                    str(args.cams),
-                    "--rate",
-                    str(args.rate),
-                ]
-            )
+            pub_args = [
+                sys.executable,
+                str(Path(__file__)),
+                "publish",
+                "--redis",
+                redis_url,
+                "--cams",
+                str(args.cams),
+                "--rate",
+                str(args.rate),
+            ]
             print(f"# {machine()}", flush=True)
             cpu = fanout_cpu()
             print(json.dumps({"fanout_cpu_per_delivery": cpu}), flush=True)
@@ -479,6 +493,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                             args.warmup,
                             args.measure,
                             gw,
+                            pub_args,
                             metrics=mode != "node",
                         )
                     finally:
@@ -491,8 +506,6 @@ def orchestrate(args: argparse.Namespace) -> None:
             if idle:
                 print(json.dumps(idle), flush=True)
         finally:
-            if pub is not None:
-                pub.stop()
             redis.stop()
     print()
     print(

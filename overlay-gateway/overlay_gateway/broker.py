@@ -261,10 +261,16 @@ class _Shard:
 
     def _xread_command(self, streams: dict[bytes, _Stream]) -> bytes:
         b = self.broker
-        ids = [(s.last_id or "0-0").encode() for s in streams.values()]
         head = [b"XREAD", b"COUNT", str(b.xread_count).encode(), b"BLOCK"]
-        args = [*head, str(b.xread_block_ms).encode(), b"STREAMS", *streams, *ids]
-        return b"".join([b"*%d\r\n" % len(args), *(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)])
+        head += [str(b.xread_block_ms).encode(), b"STREAMS"]
+        return b"".join(
+            [
+                b"*%d\r\n" % (len(head) + 2 * len(streams)),
+                *map(_bulk, head),
+                *(s.key_arg for s in streams.values()),
+                *(_bulk((s.last_id or "0-0").encode()) for s in streams.values()),
+            ]
+        )
 
 
 class Broker:
@@ -390,6 +396,11 @@ class Broker:
         for shard in shards:
             await shard.close()
         self.metrics.readers.set(0)
+
+
+def _bulk(arg: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
 def _key(position: str) -> tuple[int, int]:

@@ -35,6 +35,21 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * `camfleet up` prints the viewer URL with the local token in its fragment (`#token=…`): the
+ * fragment never reaches a server or a log. Take it into sessionStorage and drop it from the
+ * address bar so that it is not bookmarked or shared by accident.
+ */
+export function adoptTokenFromUrl(): void {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ''));
+  const token = params.get('token');
+  if (!token) return;
+  storeToken(token);
+  params.delete('token');
+  const rest = params.toString();
+  history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+}
+
 export function storedToken(): string | null {
   try {
     return sessionStorage.getItem(TOKEN_KEY);

@@ -1,7 +1,7 @@
 // The viewer page: sign-in (when the gateway asks for it), the grid of cameras the viewer may
 // see, enlarge on click/Enter, one gateway socket for all overlays, and test hooks on `window`.
 
-import { ApiError, AuthRequired, listCameras, storedToken, storeToken, type CameraInfo } from './api';
+import { adoptTokenFromUrl, ApiError, AuthRequired, listCameras, storedToken, storeToken, type CameraInfo } from './api';
 import { CameraView, type ViewerOptions } from './camera';
 import { GatewaySocket, type SocketState } from './socket';
 
@@ -193,6 +193,7 @@ declare global {
   }
 }
 
+adoptTokenFromUrl();
 const viewer = new Viewer();
 window.camfleetViewer = viewer.hooks();
 void viewer.load();
