@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -10,11 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from playwright.async_api import Browser, Page
 
 from camfleet.testbed.process import free_port
 from camfleet.testbed.tools import tool
@@ -114,30 +117,81 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
     )
 
 
-def test_up_runs_the_demo_survives_a_restart_and_leaves_nothing(state_dir: Path) -> None:
+async def _page_stats(page: Page, camera: str) -> dict[str, Any]:
+    result: dict[str, Any] | None = await page.evaluate(
+        "c => window.camfleetViewer.stats(c)", camera
+    )
+    return result or {}
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {within:.0f}s")
+        await asyncio.sleep(0.25)
+
+
+async def _demo_plays_with_boxes(browser: Browser, up: Up, rtsp_port: int) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        await page.goto(up.viewer_url)
+        demo = ["demo/loading-dock", "demo/lobby"]
+
+        async def playing_with_boxes() -> bool:
+            for camera in demo:
+                s = await _page_stats(page, camera)
+                if not (s.get("videoWidth") == 1920 and s.get("framesDisplayed", 0) > 25):
+                    return False
+                if not s.get("lastDrawn"):
+                    return False
+            return True
+
+        await _until(playing_with_boxes, 120, "both demo cameras playing with boxes")
+        before = await _page_stats(page, demo[0])
+        await asyncio.sleep(1)
+        after = await _page_stats(page, demo[0])
+        assert after["framesDisplayed"] > before["framesDisplayed"]
+        assert after["lastFrameId"] > before["lastFrameId"]
+
+        # A third Camera applied with kubectl appears on the page by itself.
+        kubectl(up, "apply", "-f", "-", stdin=THIRD_CAMERA % rtsp_port)
+
+        async def listed() -> bool:
+            cams = await page.evaluate("() => window.camfleetViewer.cameras()")
+            return "demo/third" in [c["camera"] for c in cams]
+
+        await _until(listed, 60, "the third camera on the page")
+    finally:
+        await page.close()
+
+
+async def test_up_runs_the_demo_survives_a_restart_and_leaves_nothing(
+    state_dir: Path, browser: Browser
+) -> None:
     ports = _ports()
     rtsp_port = int(ports[ports.index("--rtsp-port") + 1])
-    up = start_up(state_dir, ports)
+    up = await asyncio.to_thread(start_up, state_dir, ports)
     try:
         assert up.viewer_url.startswith("http://127.0.0.1:")
         cams = json.loads(kubectl(up, "get", "cam", "-A", "-o", "json"))["items"]
         assert sorted(c["metadata"]["name"] for c in cams) == ["loading-dock", "lobby"]
-        kubectl(up, "apply", "-f", "-", stdin=THIRD_CAMERA % rtsp_port)
+        await _demo_plays_with_boxes(browser, up, rtsp_port)
         names = kubectl(up, "get", "cam", "-n", "demo", "-o", "name")
         assert "camera.camfleet.io/third" in names
     finally:
-        stop_up(up)
+        await asyncio.to_thread(stop_up, up)
     assert "stopped." in up.output
     leftovers = processes_mentioning(str(state_dir))
     assert leftovers == [], leftovers
 
     # Same state directory: the Cameras are still there.
-    up = start_up(state_dir, ports)
+    up = await asyncio.to_thread(start_up, state_dir, ports)
     try:
         names = kubectl(up, "get", "cam", "-n", "demo", "-o", "name")
         assert "camera.camfleet.io/third" in names
     finally:
-        stop_up(up)
+        await asyncio.to_thread(stop_up, up)
     assert processes_mentioning(str(state_dir)) == []
 
 

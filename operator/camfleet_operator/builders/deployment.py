@@ -79,6 +79,10 @@ def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
         # A file, not an env var: the operator rotates the token in place and the ingest re-reads
         # it at every (re)connect without a restart.
         {"name": f"{p}TOKEN_FILE", "value": f"{c.TOKEN_MOUNT_DIR}/{c.TOKEN_KEY}"},
+        # Spelled out although they are the ingest's defaults: the probes and the termination
+        # message depend on them, and a node-less runner (camfleet up) remaps both per pod.
+        {"name": f"{p}HTTP_PORT", "value": str(c.INGEST_PORT)},
+        {"name": f"{p}TERMINATION_LOG", "value": c.TERMINATION_LOG},
     ]
     return env
 
