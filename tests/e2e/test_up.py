@@ -159,7 +159,7 @@ async def _demo_plays_with_boxes(browser: Browser, up: Up, rtsp_port: int) -> No
 
         async def listed() -> bool:
             cams = await page.evaluate("() => window.camfleetViewer.cameras()")
-            return "demo/third" in [c["camera"] for c in cams]
+            return "demo/third" in cams
 
         await _until(listed, 60, "the third camera on the page")
     finally:
