@@ -37,25 +37,32 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     async def cleanup(**_: Any) -> None:
         await lifecycle.cleanup(ctx)
 
-    @kopf.on.create(g, v, p, registry=registry, labels=labels)
+    @kopf.on.create(g, v, p, registry=registry, labels=labels, id="sync-on-create")
     async def created(body: kopf.Body, logger: Any, **_: Any) -> None:
         await reconcile.sync(ctx, body, logger)
 
-    @kopf.on.update(g, v, p, registry=registry, labels=labels)
+    @kopf.on.update(g, v, p, registry=registry, labels=labels, id="sync-on-update")
     async def updated(body: kopf.Body, logger: Any, **_: Any) -> None:
         await reconcile.sync(ctx, body, logger)
 
-    @kopf.on.resume(g, v, p, registry=registry, labels=labels)
+    @kopf.on.resume(g, v, p, registry=registry, labels=labels, id="sync-on-resume")
     async def resumed(body: kopf.Body, logger: Any, **_: Any) -> None:
         await reconcile.sync(ctx, body, logger)
 
     # Level-triggered safety net: drift repair, token rotation, status from pods and LiveKit.
     @kopf.timer(
-        g, v, p, registry=registry, labels=labels, interval=interval, initial_delay=interval
+        g,
+        v,
+        p,
+        registry=registry,
+        labels=labels,
+        id="resync",
+        interval=interval,
+        initial_delay=interval / 2,
     )
-    async def resync(body: kopf.Body, logger: Any, **_: Any) -> None:
-        await reconcile.sync(ctx, body, logger)
+    async def resync(body: kopf.Body, logger: Any, **kwargs: Any) -> None:
+        await reconcile.resync(ctx, body, logger, kwargs["stopped"])  # kopf's TimerFn omits it
 
-    @kopf.on.delete(g, v, p, registry=registry, labels=labels)
+    @kopf.on.delete(g, v, p, registry=registry, labels=labels, id="finalize")
     async def deleted(body: kopf.Body, retry: int, logger: Any, **_: Any) -> None:
         await reconcile.finalize(ctx, body, retry, logger)

@@ -7,6 +7,7 @@ a missed event or a hand-deleted child all converge the same way.
 """
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ class Context:
     defaults: IngestDefaults
     kube: Kube | None = None
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    timers_spread: set[str] = field(default_factory=set)
 
     @classmethod
     def create(cls, settings: Settings, metrics: Metrics | None = None) -> "Context":
@@ -75,8 +77,13 @@ def conflict_message(kind: str, camera: Camera, name: str) -> str:
 
 
 def _differs(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Our content changed (desired-hash), or someone scaled the ingest by hand: two replicas
+    would mean two RTSP sessions on one camera, so replicas are always compared."""
     actual_hash = ((actual.get("metadata") or {}).get("annotations") or {}).get(c.ANN_DESIRED_HASH)
-    return bool(actual_hash != desired["metadata"]["annotations"][c.ANN_DESIRED_HASH])
+    if actual_hash != desired["metadata"]["annotations"][c.ANN_DESIRED_HASH]:
+        return True
+    wanted = (desired.get("spec") or {}).get("replicas")
+    return wanted is not None and (actual.get("spec") or {}).get("replicas") != wanted
 
 
 async def _ensure_child(
@@ -143,6 +150,28 @@ async def _observe_room(
         logger.warning("LiveKit unavailable: %s", exc)
         return RoomState(publishing_video=False, attributes={}, viewers=0), str(exc)
     return room, None
+
+
+def timer_offset(uid: str, interval: float) -> float:
+    """A stable per-Camera offset in [0, interval/2): spreads the timers of Cameras created
+    together (a burst of 1,000) instead of firing them all in the same second."""
+    return (int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 2**32) * interval / 2
+
+
+async def resync(
+    ctx: Context, body: kopf.Body, logger: logging.Logger, stopped: kopf.DaemonStopped
+) -> None:
+    """The timer's pass. The timer starts after interval/2; the first pass of each Camera waits
+    its offset once, so it still runs within one interval and later passes stay spread. The wait
+    ends early when kopf stops the timer (deletion, shutdown), which would otherwise wait for it.
+    """
+    uid = str((body.get("metadata") or {}).get("uid"))
+    if uid not in ctx.timers_spread:
+        ctx.timers_spread.add(uid)
+        await stopped.wait(timer_offset(uid, ctx.settings.reconcile_interval_seconds))
+        if stopped:
+            return
+    await sync(ctx, body, logger)
 
 
 async def sync(ctx: Context, body: kopf.Body, logger: logging.Logger) -> None:
@@ -370,3 +399,4 @@ async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Lo
             raise kopf.TemporaryError(f"children not deleted yet: {exc}", delay=1) from exc
     ctx.metrics.set_phase(camera.uid, None)
     ctx.locks.pop(camera.uid, None)
+    ctx.timers_spread.discard(camera.uid)
