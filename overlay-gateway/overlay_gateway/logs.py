@@ -1,37 +1,13 @@
-"""JSON logs, one object per line, with the `extra` fields of each record."""
+"""JSON logs on stdout (the shared formatter of every camfleet process)."""
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
-from typing import Any
 
-import orjson
+from camfleet.jsonlog import JsonFormatter, setup_logging
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                data[key] = value
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+__all__ = ["JsonFormatter", "configure"]
 
 
 def configure(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    setup_logging(level, stream=sys.stdout)

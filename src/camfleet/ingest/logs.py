@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
-from datetime import UTC, datetime
-from typing import Any
 
-import orjson
+from camfleet.jsonlog import setup_logging
 
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 _USERINFO = re.compile(r"(\w+://)[^/@\s:]*(:[^/@\s]*)?@")
-# LogRecord attributes that are not user "extra" fields.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 class Redactor:
@@ -38,34 +33,8 @@ class Redactor:
         return _USERINFO.sub(r"\1***@", text)
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self, redact: Redactor, static: dict[str, str]) -> None:
-        super().__init__()
-        self.redact = redact
-        self.static = static
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **self.static,
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                data[key] = value if isinstance(value, int | float | bool) else str(value)
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        line = orjson.dumps(data, default=str).decode()
-        return self.redact(line)
-
-
 def configure(level: str, redact: Redactor, static: dict[str, str]) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(redact, static))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    setup_logging(level, redact=redact, static=static)
     # The SDK's INFO chatter (ICE, signalling) drowns the ingest's own lines.
+    root = logging.getLogger()
     logging.getLogger("livekit").setLevel(max(logging.WARNING, root.level))
