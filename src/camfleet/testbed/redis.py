@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-from camfleet.testbed.process import ManagedProcess, free_port, tcp_open
+from camfleet.testbed.process import ManagedProcess, free_port
 from camfleet.testbed.tools import tool
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 class RedisServer:
@@ -33,7 +43,8 @@ class RedisServer:
             log_dir=self.state_dir / "logs",
         )
         self.proc.start()
-        self.proc.wait_until(lambda: tcp_open("127.0.0.1", self.port), 20, "accepting")
+        # Accepting is not enough: while it replays its AOF, Redis answers LOADING to everything.
+        self.proc.wait_until(lambda: _pong(self.port), 30, "PONG")
 
     def stop(self) -> None:
         if self.proc is not None:
