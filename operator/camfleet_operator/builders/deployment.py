@@ -13,7 +13,7 @@ from camfleet_operator.builders.meta import (
 from camfleet_operator.model import Camera, IngestDefaults, Resources
 
 # The ingest image's non-root user; fsGroup lets it read the 0440 token file.
-INGEST_UID = 65532
+INGEST_UID = 10001  # the user the camfleet images run as (images/*/Dockerfile)
 TOKEN_FILE_MODE = 0o440
 
 
