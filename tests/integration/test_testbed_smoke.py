@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -212,3 +213,27 @@ async def test_chromium_loads_a_local_page(browser: Browser, tmp_path: Path) -> 
     finally:
         await runner.cleanup()
     await asyncio.sleep(0)
+
+
+def test_servers_die_with_a_killed_session(tmp_path: Path) -> None:
+    """A test session killed outright (no atexit) still leaves no server behind."""
+    script = (
+        "import sys; from pathlib import Path; from camfleet.testbed.redis import RedisServer\n"
+        f"r = RedisServer(Path({str(tmp_path)!r})); r.start(); print(r.proc.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as session:
+        assert session.stdout is not None
+        server_pid = int(session.stdout.readline())
+        assert Path(f"/proc/{server_pid}").exists()
+        session.kill()
+        session.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{server_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{server_pid}").exists(), "redis-server outlived its killed session"

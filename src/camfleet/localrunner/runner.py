@@ -28,7 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from camfleet.localrunner.podspec import PodSpecError, ProcessSpec, build_process_spec
 from camfleet.localrunner.status import ContainerState, Terminated, crash_backoff, pod_status
-from camfleet.testbed.process import free_port
+from camfleet.testbed.process import die_with_parent, free_port
 
 log = logging.getLogger("camfleet.localrunner")
 
@@ -232,6 +232,7 @@ class PodWorker:
                         stderr=asyncio.subprocess.STDOUT,
                         stdin=asyncio.subprocess.DEVNULL,
                         start_new_session=True,
+                        preexec_fn=die_with_parent(),
                         cwd=str(self.root),
                     )
                 except OSError as exc:

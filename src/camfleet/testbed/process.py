@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +18,29 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 _LIVE: set[ManagedProcess] = set()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies (Linux).
+
+    atexit covers a failing test; this covers a test session or ``camfleet up`` that is killed
+    outright. The kernel ties it to the parent *thread*, so it is only used from the main thread
+    (a worker thread may end long before the process).
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def _preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return _preexec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -87,6 +113,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         finally:
             log.close()
