@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from camfleet.testbed.kube import KubeCluster
@@ -14,9 +16,15 @@ from camfleet.testbed.rtsp import RtspCamera
 from camfleet.testbed.tools import MissingTool, tools_dir
 
 
-def run_testbed(state_dir: Path) -> int:
-    from camfleet.cli import wait_for_signal
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM (the caller then stops what it started)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
 
+
+def run_testbed(state_dir: Path) -> int:
     state_dir = state_dir.resolve()
     with contextlib.ExitStack() as stack:
         try:
