@@ -1,5 +1,5 @@
 # Thin wrappers: every target is one documented command.
-.PHONY: setup test lint up down bench clean-tools images chart kind-load
+.PHONY: setup test lint up down bench images chart kind-load
 
 setup:           ## install everything into .venv/ and .tools/ (idempotent)
 	scripts/setup
@@ -16,8 +16,12 @@ up: setup        ## run camfleet locally
 down:
 	.venv/bin/camfleet down
 
-bench:           ## benchmarks (by hand; results go to docs/benchmarks.md)
-	.venv/bin/python benchmarks/run_all.py
+bench: setup     ## every benchmark, by hand (~20 min); copy the printed tables into docs/benchmarks.md
+	.venv/bin/python benchmarks/operator_convergence.py --sizes 100,500,1000 --repeats 3
+	.venv/bin/python benchmarks/gateway_fanout.py
+	.venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5 --seconds 20
+	.venv/bin/python benchmarks/ingest_media.py latency --seconds 60
+	.venv/bin/python benchmarks/viewer_drift.py --seconds 60
 
 # --- Packaging (images, Helm chart, kustomize base) -------------------------------------------
 APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/camfleet/Chart.yaml)
