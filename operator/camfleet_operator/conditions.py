@@ -168,9 +168,20 @@ def compute_status(
         ready = cond(c.COND_READY, "False", reason, message)
     else:
         running = observed.container_running
-        receiving = publishing or observed.ready_replicas > 0
+        # The ingest stays in the room while it reconnects to a camera that went away, and says
+        # so in its attributes; its pod's readiness drops too, but only the attribute has a reason.
+        source_down = publishing and attributes.get(c.ATTR_STATE) == c.STATE_RECONNECTING
+        receiving = not source_down and (publishing or observed.ready_replicas > 0)
         # SourceReachable: frames flowing proves it; a classified ingest failure disproves it.
-        if receiving:
+        if source_down:
+            down_reason = attributes.get(c.ATTR_REASON) or c.REASON_UNREACHABLE
+            source = cond(
+                c.COND_SOURCE_REACHABLE,
+                "False",
+                down_reason,
+                f"{camera.ref}: no frames from the camera; the ingest is reconnecting",
+            )
+        elif receiving:
             source = cond(c.COND_SOURCE_REACHABLE, "True", c.REASON_RECEIVING, "frames flowing")
         elif failure and failure.reason != c.REASON_PUBLISH_REJECTED:
             source = cond(c.COND_SOURCE_REACHABLE, "False", failure.reason, failure.message)
@@ -221,7 +232,9 @@ def compute_status(
                 f"{camera.identity} is not publishing video in room {camera.room}",
             )
 
-        if publishing and observed.ready_replicas > 0:
+        if source_down:
+            phase = c.PHASE_DEGRADED  # the camera went away; the ingest reconnects by itself
+        elif publishing and observed.ready_replicas > 0:
             phase = c.PHASE_LIVE
         elif publishing:
             phase = c.PHASE_DEGRADED  # in the room, but the pod says frames stopped
@@ -247,7 +260,9 @@ def compute_status(
         else:
             ready = cond(c.COND_READY, "False", publish["reason"], publish["message"])
 
-        if failure and not publishing:
+        if source_down:
+            last_error = f"{source['reason']}: {source['message']}"
+        elif failure and not publishing:
             last_error = f"{failure.reason}: {failure.message}"
         elif observed.livekit_error:
             last_error = f"{c.REASON_LIVEKIT_UNAVAILABLE}: {scrub(observed.livekit_error)}"

@@ -5,6 +5,7 @@ from typing import Any
 
 import kopf
 
+from camfleet_operator import webhook
 from camfleet_operator.kube import Kube
 from camfleet_operator.reconcile import Context
 
@@ -32,6 +33,9 @@ async def startup(ctx: Context, operator_settings: kopf.OperatorSettings, logger
     operator_settings.watching.client_timeout = 330
     ctx.kube = await Kube.connect(pool_size=min(settings.max_workers, 100))
     ctx.metrics.serve(settings.metrics_port)
+    runner = await webhook.start(ctx)
+    if runner is not None:
+        ctx.closers.append(runner.cleanup)
     logger.info(
         "camfleet operator started: namespaces=%s shard=%r interval=%ss livekit=%s",
         settings.namespaces or "*",
@@ -42,6 +46,8 @@ async def startup(ctx: Context, operator_settings: kopf.OperatorSettings, logger
 
 
 async def cleanup(ctx: Context) -> None:
+    while ctx.closers:
+        await ctx.closers.pop()()
     await ctx.livekit.close()
     if ctx.kube is not None:
         await ctx.kube.close()

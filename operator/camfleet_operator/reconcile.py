@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,13 @@ class Context:
     kube: Kube | None = None
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     timers_spread: set[str] = field(default_factory=set)
+    # On-demand cameras: room -> Camera uid (for webhooks), a wake-up per Camera for its room
+    # follower, and since when a running ingest's room has had no viewer (monotonic, for the
+    # grace period).
+    rooms: dict[str, str] = field(default_factory=dict)
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    idle_since: dict[str, float] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings, metrics: Metrics | None = None) -> "Context":
@@ -58,6 +65,17 @@ class Context:
         if self.kube is None:
             raise RuntimeError("the Kubernetes client is not connected yet (startup not run)")
         return self.kube
+
+    def wakeup(self, uid: str) -> asyncio.Event:
+        return self.wakeups.setdefault(uid, asyncio.Event())
+
+    def wake(self, room: str) -> bool:
+        """A webhook says something happened in `room`: wake its camera's follower, if any."""
+        uid = self.rooms.get(room)
+        if uid is None:
+            return False
+        self.wakeup(uid).set()
+        return True
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Timers and change handlers of one Camera may overlap; one pass at a time per Camera.
@@ -152,6 +170,47 @@ async def _observe_room(
     return room, None
 
 
+def _within_grace(ctx: Context, uid: str, has_viewer: bool, *, running: bool) -> bool:
+    """Keep a running on-demand ingest for the grace period after the room was first seen
+    without a viewer (a viewer who reloads the page should not wait for a cold start). An
+    operator that restarts counts the grace from its first look at a running, idle ingest."""
+    if has_viewer or not running:
+        ctx.idle_since.pop(uid, None)
+        return has_viewer
+    now = time.monotonic()
+    since = ctx.idle_since.setdefault(uid, now)
+    return now - since < ctx.settings.on_demand_grace_seconds
+
+
+def _grace_over(ctx: Context, uid: str) -> bool:
+    since = ctx.idle_since.get(uid)
+    return since is not None and time.monotonic() - since >= ctx.settings.on_demand_grace_seconds
+
+
+async def follow_room(
+    ctx: Context, body: kopf.Body, logger: logging.Logger, stopped: kopf.DaemonStopped
+) -> None:
+    """An on-demand camera's daemon: a pass as soon as a webhook says its room changed.
+
+    Runs in the Camera's own kopf context, so the pass posts Events like any handler; its
+    faults are left to the timer's next pass rather than retried here.
+    """
+    uid = str((body.get("metadata") or {}).get("uid"))
+    wakeup = ctx.wakeup(uid)
+    while not stopped:
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout=1.0)
+        except TimeoutError:
+            # Also stop an idle ingest when its grace period ends, not at the next timer pass.
+            if not _grace_over(ctx, uid):
+                continue  # look at `stopped` again
+        wakeup.clear()
+        try:
+            await sync(ctx, body, logger)
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
+            logger.info("room-event pass incomplete, the timer retries: %s", exc)
+
+
 def timer_offset(uid: str, interval: float) -> float:
     """A stable per-Camera offset in [0, interval/2): spreads the timers of Cameras created
     together (a burst of 1,000) instead of firing them all in the same second."""
@@ -236,6 +295,9 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
     current_replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
     # While LiveKit cannot say whether anyone watches, an on-demand ingest keeps its state.
     has_viewer = room.viewers > 0 or (livekit_error is not None and current_replicas > 0)
+    if camera.spec.on_demand:
+        ctx.rooms[camera.room] = camera.uid
+        has_viewer = _within_grace(ctx, camera.uid, has_viewer, running=current_replicas > 0)
     replicas = desired_replicas(camera, has_viewer=has_viewer)
 
     # Ownership before any write; a name someone else holds is reported, never adopted (and a
@@ -400,3 +462,7 @@ async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Lo
     ctx.metrics.set_phase(camera.uid, None)
     ctx.locks.pop(camera.uid, None)
     ctx.timers_spread.discard(camera.uid)
+    ctx.wakeups.pop(camera.uid, None)
+    ctx.idle_since.pop(camera.uid, None)
+    for room in [r for r, uid in ctx.rooms.items() if uid == camera.uid]:
+        del ctx.rooms[room]

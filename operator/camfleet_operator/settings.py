@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     transient_retry_delay_seconds: float = Field(default=5.0, gt=0)
     max_workers: int = Field(default=200, ge=1, description="kopf's concurrent object workers")
 
+    # On-demand cameras: LiveKit's webhooks say when someone joins or leaves a room (the timer's
+    # list_participants is the safety net); the ingest stops after the room was idle this long.
+    webhook_port: int = Field(
+        default=0, ge=0, le=65535, description="POST /livekit/webhook; 0 disables"
+    )
+    webhook_host: str = "0.0.0.0"
+    on_demand_grace_seconds: float = Field(default=30.0, ge=0)
+
     # Observability.
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 disables metrics")
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"

@@ -59,6 +59,9 @@ class Supervisor:
         self._skip_to_keyframe = True
         self._last_feedback = 0.0
         self._rejected = 0  # consecutive PublishRejected
+        # The source's transient failure while it reconnects; published as participant
+        # attributes so the operator can tell "camera down" from "ingest starting".
+        self.source_failure: IngestFailure | None = None
 
     def _new_backoff(self, cap: float) -> Backoff:
         return Backoff(base=self.settings.backoff_base_s, cap=cap)
@@ -135,6 +138,9 @@ class Supervisor:
             finally:
                 reader.stop()
             self._fail(failure)
+            if not failure.permanent:
+                self.source_failure = failure
+                self.attributes_changed.set()
             # A stalled reader may still sit in a read: let FFmpeg's timeout end it before a
             # new session starts, so the camera never sees two sessions from this ingest.
             await asyncio.to_thread(reader.join, self.settings.read_timeout_s + STALL_GRACE_S)
@@ -213,6 +219,9 @@ class Supervisor:
         if not publisher.send(frame):
             return False
         self.state.frame_published(len(frame.au.data))
+        if self.source_failure is not None:
+            self.source_failure = None  # frames flow again
+            self.attributes_changed.set()
         return True
 
     def _poll_feedback(self) -> None:
@@ -240,6 +249,9 @@ class Supervisor:
             "codec": info.codec_label,
             "resolution": info.resolution,
             "fps": f"{info.fps:g}",
+            # LiveKit deletes an attribute set to "": `reason` exists only while reconnecting.
+            "state": "live" if self.source_failure is None else "reconnecting",
+            "reason": "" if self.source_failure is None else self.source_failure.reason,
         }
 
     async def _livekit_loop(self) -> None:
