@@ -46,8 +46,8 @@ ATTR_CODEC: Final = "codec"
 ATTR_RESOLUTION: Final = "resolution"
 ATTR_FPS: Final = "fps"
 ATTR_MODE: Final = "mode"
-# `state` is `live`, or `reconnecting` while the camera is down and the ingest stays in the room;
-# `reason` (Unreachable, ...) is set only while reconnecting.
+# Set only while the camera is down and the ingest stays in the room: `state: reconnecting` and
+# `reason` (Unreachable, ...); absent while frames flow.
 ATTR_STATE: Final = "state"
 ATTR_REASON: Final = "reason"
 STATE_RECONNECTING: Final = "reconnecting"

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         default=0, ge=0, le=65535, description="POST /livekit/webhook; 0 disables"
     )
     webhook_host: str = "0.0.0.0"
-    on_demand_grace_seconds: float = Field(default=30.0, ge=0)
+    on_demand_grace_seconds: float = Field(default=5.0, ge=0)
 
     # Observability.
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 disables metrics")

@@ -231,12 +231,15 @@ class Stack:
             redis = self.stack.enter_context(
                 RedisServer(self.state_dir / "redis", port=ports["redis"])
             )
+        # livekit-server posts room events to the operator (on-demand cameras start at once).
+        webhook = free_port()
         with self.progress.step("livekit-server", f"ws://127.0.0.1:{ports['livekit']}"):
             livekit = self.stack.enter_context(
                 LiveKitServer(
                     self.state_dir / "livekit",
                     port=ports["livekit"],
                     api_secret=state.livekit_secret,
+                    webhook_urls=[f"http://127.0.0.1:{webhook}/livekit/webhook"],
                 )
             )
         lk_env = {
@@ -255,6 +258,8 @@ class Stack:
                     "CAMFLEET_METRICS_PORT": str(free_port()),
                     "CAMFLEET_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health}/healthz",
                     "CAMFLEET_RECONCILE_INTERVAL_SECONDS": "10",
+                    "CAMFLEET_WEBHOOK_HOST": "127.0.0.1",
+                    "CAMFLEET_WEBHOOK_PORT": str(webhook),
                 },
                 lambda: http_ok(f"http://127.0.0.1:{health}/healthz"),
             )

@@ -172,3 +172,54 @@ def test_termination_parsing_and_scrubbing() -> None:
     assert "hunter2" not in failure.message
     assert scrub("x" * 1000).endswith("…")
     assert len(scrub("x" * 1000)) == 256
+
+
+def test_camera_down_while_the_ingest_stays_in_the_room_is_degraded_with_its_reason() -> None:
+    live = compute_status(
+        camera(),
+        Observed(
+            container_running=True,
+            ready_replicas=1,
+            publishing_video=True,
+            attributes={**LIVE_ATTRS, "state": "live"},
+        ),
+        None,
+        NOW,
+    )
+    assert live["phase"] == "Live"
+    down = compute_status(
+        camera(),
+        Observed(
+            container_running=True,
+            ready_replicas=1,  # readiness lags (probe period x failures); the attribute does not
+            publishing_video=True,
+            attributes={**LIVE_ATTRS, "state": "reconnecting", "reason": "Unreachable"},
+        ),
+        live,
+        NOW + timedelta(seconds=5),
+    )
+    assert down["phase"] == "Degraded"
+    assert conditions(down) == {
+        "SourceReachable": ("False", "Unreachable"),
+        "Publishing": ("True", "Passthrough"),
+        "Ready": ("False", "Unreachable"),
+    }
+    assert down["lastError"].startswith("Unreachable: site-a/door")
+    assert down["codec"] == "h264"
+    ready = {c["type"]: c for c in down["conditions"]}["Ready"]
+    assert ready["lastTransitionTime"] == "2026-11-26T12:00:05Z"
+
+
+def test_reconnecting_without_a_reason_counts_as_unreachable() -> None:
+    status = compute_status(
+        camera(),
+        Observed(
+            container_running=True,
+            publishing_video=True,
+            attributes={**LIVE_ATTRS, "state": "reconnecting"},
+        ),
+        None,
+        NOW,
+    )
+    assert status["phase"] == "Degraded"
+    assert conditions(status)["SourceReachable"] == ("False", "Unreachable")

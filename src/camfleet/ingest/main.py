@@ -249,8 +249,9 @@ class Supervisor:
             "codec": info.codec_label,
             "resolution": info.resolution,
             "fps": f"{info.fps:g}",
-            # LiveKit deletes an attribute set to "": `reason` exists only while reconnecting.
-            "state": "live" if self.source_failure is None else "reconnecting",
+            # Only while the camera is down and the source side reconnects; LiveKit deletes an
+            # attribute set to "", so a live ingest shows just the four above.
+            "state": "" if self.source_failure is None else "reconnecting",
             "reason": "" if self.source_failure is None else self.source_failure.reason,
         }
 

@@ -1,0 +1,61 @@
+"""On-demand: the idle grace period and the webhook endpoint's signature check (in-process app)."""
+
+import base64
+import hashlib
+import time
+from datetime import timedelta
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from livekit import api
+
+from camfleet_operator.reconcile import Context, _grace_over, _within_grace
+from camfleet_operator.settings import Settings
+from camfleet_operator.webhook import WEBHOOK_PATH, init_app
+
+SECRET = "s" * 32
+
+
+def context(grace: float) -> Context:
+    settings = Settings(
+        livekit_url="ws://127.0.0.1:7880",
+        livekit_api_key="key",
+        livekit_api_secret=SECRET,  # type: ignore[arg-type]
+        on_demand_grace_seconds=grace,
+    )
+    return Context.create(settings)
+
+
+def test_grace_counts_from_the_first_idle_look_and_resets_on_a_viewer() -> None:
+    ctx = context(grace=0.2)
+    assert _within_grace(ctx, "u", True, running=True)
+    assert _within_grace(ctx, "u", False, running=True)  # idle from now: keep running
+    assert not _grace_over(ctx, "u")
+    time.sleep(0.25)
+    assert _grace_over(ctx, "u")
+    assert not _within_grace(ctx, "u", False, running=True)
+    assert _within_grace(ctx, "u", True, running=True)  # a viewer came back: grace cleared
+    assert not _grace_over(ctx, "u")
+    assert not _within_grace(ctx, "u", False, running=False)  # stopped: stays stopped
+
+
+def signed(body: str, secret: str = SECRET) -> str:
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    token = api.AccessToken("key", secret).with_ttl(timedelta(minutes=5))
+    token.claims.sha256 = digest
+    return token.to_jwt()
+
+
+@pytest.mark.parametrize("forged", [False, True])
+async def test_webhook_wakes_the_room_only_when_signed(forged: bool) -> None:
+    ctx = context(grace=30)
+    ctx.rooms["site-a-door"] = "u1"
+    body = '{"event": "participant_joined", "room": {"name": "site-a-door"}}'
+    auth = signed(body, "x" * 32 if forged else SECRET)
+    async with TestClient(TestServer(init_app(ctx))) as client:
+        resp = await client.post(WEBHOOK_PATH, data=body, headers={"Authorization": auth})
+        assert resp.status == (401 if forged else 200)
+        unsigned = await client.post(WEBHOOK_PATH, data=body)
+        assert unsigned.status == 401
+    assert ctx.wakeup("u1").is_set() is not forged
+    await ctx.livekit.close()
