@@ -41,7 +41,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from livekit import api, rtc
+from livekit import rtc
 
 from camfleet import pattern
 from camfleet.testbed.livekit import LiveKitServer
@@ -63,18 +63,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def token(server: LiveKitServer, room: str, identity: str, publish: bool) -> str:
-    grants = api.VideoGrants(
-        room_join=True,
-        room=room,
-        can_publish=publish,
-        can_subscribe=not publish,
-        can_update_own_metadata=publish,
-    )
-    jwt = api.AccessToken(server.api_key, server.api_secret).with_identity(identity)
-    return jwt.with_grants(grants).to_jwt()
 
 
 @dataclass
@@ -103,7 +91,7 @@ def start_ingest(server: LiveKitServer, url: str, work: Path, name: str) -> Work
     port = free_port()
     room = f"bench-{name}"
     token_file = work / f"{name}.token"
-    token_file.write_text(token(server, room, f"ingest-bench-{name}", True))
+    token_file.write_text(server.token(room, f"ingest-bench-{name}", publish=True))
     env = dict(
         os.environ,
         CAMFLEET_INGEST_CAMERA=f"bench/{name}",
@@ -262,7 +250,7 @@ async def run_latency(seconds: float) -> dict[str, object]:
         offsets: dict[int, int] = {}
         frames = 0
         try:
-            await room.connect(server.url, token(server, "bench-lat", "viewer", False))
+            await room.connect(server.url, server.token("bench-lat", "viewer"))
             track = await asyncio.wait_for(got, 30)
             stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420)
             warm_until = time.monotonic() + 3

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livekit import api, rtc
+from livekit import rtc
 
 from camfleet.testbed.livekit import LiveKitServer
 from camfleet.testbed.process import free_port
@@ -38,18 +38,6 @@ Event = tuple[str, str, float]
 class DebugLiveKit(LiveKitServer):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "logging": {"json": True, "level": "debug"}}
-
-
-def mint(server: LiveKitServer, room: str, identity: str, publish: bool) -> str:
-    grants = api.VideoGrants(
-        room_join=True,
-        room=room,
-        can_publish=publish,
-        can_subscribe=not publish,
-        can_update_own_metadata=publish,
-    )
-    token = api.AccessToken(server.api_key, server.api_secret)
-    return token.with_identity(identity).with_grants(grants).to_jwt()
 
 
 async def subscribe(
@@ -70,7 +58,7 @@ async def subscribe(
         events.append((label, "track subscribed", time.monotonic() - t0))
         readers.append(asyncio.create_task(read(track)))
 
-    await lk.connect(server.url, mint(server, room, f"viewer-{label}", False))
+    await lk.connect(server.url, server.token(room, f"viewer-{label}"))
     events.append((label, "joined", time.monotonic() - t0))
     try:
         await asyncio.wait_for(first.wait(), 30)
@@ -85,7 +73,7 @@ async def run_case(
 ) -> list[Event]:
     room = f"startup-{secrets.token_hex(3)}"
     token = work / f"{room}.token"
-    token.write_text(mint(server, room, f"ingest-{room}", True))
+    token.write_text(server.token(room, f"ingest-{room}", publish=True))
     log_path = work / f"{room}.log"
     env = {
         **os.environ,

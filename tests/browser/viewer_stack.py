@@ -22,7 +22,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livekit import api
 from pydantic import SecretStr
 
 from camfleet.testbed.kube import KubeCluster
@@ -206,15 +205,7 @@ class ViewerStack:
 
     def _start_ingest(self) -> None:
         identity = f"ingest-{self.namespace}-{CAMERA_NAME}"
-        grants = api.VideoGrants(
-            room_join=True, room=self.room, can_publish=True, can_update_own_metadata=True
-        )
-        token = (
-            api.AccessToken(self.livekit.api_key, self.livekit.api_secret)
-            .with_identity(identity)
-            .with_grants(grants)
-            .to_jwt()
-        )
+        token = self.livekit.token(self.room, identity, publish=True)
         token_file = self.workdir / "publish-token"
         token_file.write_text(token)
         env = dict(

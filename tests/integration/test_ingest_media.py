@@ -34,20 +34,6 @@ CAMFLEET = str(Path(sys.executable).with_name("camfleet"))
 CODE_PERIOD = 200  # the test clip loops its frame code every 8 s
 
 
-def mint(server: LiveKitServer, room: str, identity: str, *, publish: bool) -> str:
-    grants = api.VideoGrants(
-        room_join=True,
-        room=room,
-        can_publish=publish,
-        can_subscribe=not publish,
-        # The ingest reports mode/codec/resolution/fps as its own attributes (as the operator's
-        # token allows).
-        can_update_own_metadata=publish,
-    )
-    token = api.AccessToken(server.api_key, server.api_secret)
-    return token.with_identity(identity).with_grants(grants).to_jwt()
-
-
 @dataclass
 class Ingest:
     """One `camfleet ingest` subprocess, configured only through its environment."""
@@ -139,7 +125,7 @@ async def running_ingest(
     room = camera.replace("/", "-")
     ingest = Ingest({}, tmp_path, camera, room)
     token_file = tmp_path / "token"
-    token_file.write_text(token or mint(livekit_server, room, ingest.identity, publish=True))
+    token_file.write_text(token or livekit_server.token(room, ingest.identity, publish=True))
     ingest.env = {
         "CAMFLEET_INGEST_CAMERA": camera,
         "CAMFLEET_INGEST_SOURCE_URL": source_url,
@@ -192,7 +178,7 @@ class Subscriber:
                 self.track.set_result(track)
 
         identity = f"viewer-{secrets.token_hex(3)}"
-        token = mint(self.server, self.room_name, identity, publish=False)
+        token = self.server.token(self.room_name, identity)
         await self.room.connect(self.server.url, token)
         self.task = asyncio.create_task(self._consume())
         return self

@@ -358,12 +358,7 @@ async def test_on_demand_runs_only_while_someone_watches(
     assert cam["status"]["phase"] == "Stopped"
 
     # A real viewer joins the room through livekit-server's signalling.
-    token = (
-        api.AccessToken(livekit_server.api_key, livekit_server.api_secret)
-        .with_identity("viewer-1")
-        .with_grants(api.VideoGrants(room_join=True, room=f"{ns}-door", can_subscribe=True))
-        .to_jwt()
-    )
+    token = livekit_server.token(f"{ns}-door", "viewer-1")
     viewer = rtc.Room()
     await viewer.connect(livekit_server.url, token)
     try:

@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 import yaml
+from livekit import api
 
 from camfleet.testbed.process import ManagedProcess, free_port, free_udp_port, http_ok
 from camfleet.testbed.tools import tool
@@ -43,6 +44,19 @@ class LiveKitServer:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def token(self, room: str, identity: str, *, publish: bool = False) -> str:
+        """A token for ``room``: a publisher that may set its own attributes (as the operator
+        mints for an ingest), or a subscribe-only viewer."""
+        grants = api.VideoGrants(
+            room_join=True,
+            room=room,
+            can_publish=publish,
+            can_subscribe=not publish,
+            can_update_own_metadata=publish,
+        )
+        jwt = api.AccessToken(self.api_key, self.api_secret).with_identity(identity)
+        return jwt.with_grants(grants).to_jwt()
 
     def config(self) -> dict[str, object]:
         config: dict[str, object] = {
