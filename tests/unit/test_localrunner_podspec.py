@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from camfleet.localrunner.podspec import PodSpecError, build_process_spec
+from camfleet.localrunner.podspec import PodSpecError, build_process_spec, referenced_objects
 from camfleet.localrunner.status import ContainerState, Terminated, crash_backoff, pod_status
 
 
@@ -66,7 +66,7 @@ def test_container_becomes_a_local_process(tmp_path: Path) -> None:
         "/healthz",
         2,
     )
-    assert spec.secret_names == {"cam", "cam-token"}
+    assert referenced_objects(_pod()) == ({"cam", "cam-token"}, set())
 
 
 def test_missing_secret_is_a_config_error(tmp_path: Path) -> None:

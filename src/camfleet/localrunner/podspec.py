@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class ProcessSpec:
     readiness: Probe | None
     liveness: Probe | None
     grace_seconds: float
-    secret_names: frozenset[str] = field(default_factory=frozenset)
 
 
 def _port_of(value: int | str, container: Obj) -> int:
@@ -99,6 +98,30 @@ def _field(pod: Obj, path: str) -> str:
     return str(node)
 
 
+def referenced_objects(pod: Obj) -> tuple[set[str], set[str]]:
+    """The Secrets and ConfigMaps the pod's container needs: what to fetch before building it."""
+    spec = pod["spec"]
+    secrets: set[str] = set()
+    config_maps: set[str] = set()
+    for volume in spec.get("volumes", []):
+        if "secret" in volume:
+            secrets.add(volume["secret"]["secretName"])
+        elif "configMap" in volume:
+            config_maps.add(volume["configMap"]["name"])
+        elif "projected" in volume:
+            for source in volume["projected"].get("sources", []):
+                if "configMap" in source:
+                    config_maps.add(source["configMap"]["name"])
+    for container in spec.get("containers", []):
+        for item in container.get("env", []):
+            source = item.get("valueFrom") or {}
+            if "secretKeyRef" in source:
+                secrets.add(source["secretKeyRef"]["name"])
+            if "configMapKeyRef" in source:
+                config_maps.add(source["configMapKeyRef"]["name"])
+    return secrets, config_maps
+
+
 def build_process_spec(
     pod: Obj,
     *,
@@ -119,7 +142,6 @@ def build_process_spec(
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     mounts: list[tuple[str, Path]] = []
     files: dict[Path, bytes] = {}
-    secret_names: set[str] = set()
     for mount in container.get("volumeMounts", []):
         mount_path = mount["mountPath"]
         local = root / mount_path.lstrip("/")
@@ -129,7 +151,6 @@ def build_process_spec(
             raise PodSpecError(f"volumeMount {mount['name']!r} has no volume")
         if "secret" in volume:
             name = volume["secret"]["secretName"]
-            secret_names.add(name)
             secret = secrets.get(name)
             if secret is None:
                 if volume["secret"].get("optional"):
@@ -185,7 +206,6 @@ def build_process_spec(
         source = item.get("valueFrom") or {}
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
-            secret_names.add(ref["name"])
             secret = secrets.get(ref["name"])
             if secret is None:
                 if ref.get("optional"):
@@ -216,5 +236,4 @@ def build_process_spec(
         readiness=_probe(container.get("readinessProbe"), container, ports),
         liveness=_probe(container.get("livenessProbe"), container, ports),
         grace_seconds=float(spec.get("terminationGracePeriodSeconds", 30)),
-        secret_names=frozenset(secret_names),
     )

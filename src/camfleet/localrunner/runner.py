@@ -26,7 +26,12 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from camfleet.localrunner.podspec import PodSpecError, ProcessSpec, build_process_spec
+from camfleet.localrunner.podspec import (
+    PodSpecError,
+    ProcessSpec,
+    build_process_spec,
+    referenced_objects,
+)
 from camfleet.localrunner.status import ContainerState, Terminated, crash_backoff, pod_status
 from camfleet.testbed.process import die_with_parent, free_port
 
@@ -104,16 +109,7 @@ class PodWorker:
         """The Secrets and ConfigMaps the pod refers to (absent ones are left out)."""
         secrets: dict[str, Any] = {}
         config_maps: dict[str, Any] = {}
-        spec = self.pod["spec"]
-        container = spec["containers"][0]
-        secret_names = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
-        cm_names = {v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v}
-        for item in container.get("env", []):
-            source = item.get("valueFrom") or {}
-            if "secretKeyRef" in source:
-                secret_names.add(source["secretKeyRef"]["name"])
-            if "configMapKeyRef" in source:
-                cm_names.add(source["configMapKeyRef"]["name"])
+        secret_names, cm_names = referenced_objects(self.pod)
         for name in secret_names:
             with contextlib.suppress(ApiException):
                 secret = await self.core.read_namespaced_secret(name, self.namespace)
