@@ -76,10 +76,9 @@ def camera(i: int) -> str:
 
 def serve(mode: str) -> None:
     """Run the gateway from CAMFLEET_GATEWAY_* settings; `naive` swaps in per-client JSON."""
-    from aiohttp import web
-
     from overlay_gateway import keys
     from overlay_gateway.app import init_app
+    from overlay_gateway.app import serve as run_gateway
     from overlay_gateway.logs import configure
     from overlay_gateway.settings import Settings
 
@@ -88,17 +87,7 @@ def serve(mode: str) -> None:
     app = init_app(settings)
     if mode == "naive":
         app[keys.HUB] = naive_hub(app[keys.METRICS])
-    import uvloop
-
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        backlog=settings.listen_backlog,
-        loop=uvloop.new_event_loop(),
-    )
+    run_gateway(app, settings)
 
 
 def naive_hub(metrics: Any) -> Any:

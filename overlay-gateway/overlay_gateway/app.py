@@ -128,3 +128,26 @@ async def _close_clients(app: web.Application) -> None:
         await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout=grace)
     except TimeoutError:
         log.warning("some clients did not close in time")
+
+
+def serve(app: web.Application, settings: Settings) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, on uvloop when it is installed.
+
+    run_app handles the signals: on_shutdown closes clients with 1001, cleanup_ctx disposes.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    else:
+        loop = uvloop.new_event_loop()
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        backlog=settings.listen_backlog,
+        loop=loop,
+    )
