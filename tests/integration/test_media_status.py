@@ -33,7 +33,9 @@ from camfleet.testbed.rtsp import RtspCamera
 from camfleet_operator.kube import Kube
 
 GRACE = 3.0  # on-demand idle grace period in these tests
-FIRST_FRAME_BOUND = 10.0  # on-demand: viewer joins -> first frame (goal 5 s, see the test)
+# On-demand: a viewer joins -> its first frame. The goal (median) and a hard bound per join.
+FIRST_FRAME_GOAL = 5.0
+FIRST_FRAME_BOUND = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -299,13 +301,13 @@ async def test_on_demand_starts_for_a_viewer_and_stops_after_grace(
     for _ in range(3):
         joined = time.monotonic()
         async with stack.subscriber("dock") as viewer:
-            # The issue asks for 5 s. Measured here: ~1.8 s from the join to the ingest's track
-            # in the room (webhook, scale-up, runner, process start, RTSP), then ~5 s until the
-            # first decoded frame of a fresh publication (a new viewer of a running camera gets
-            # one in ~1.7 s): the ingest's publish path, not the operator. Bound at 10 s until
-            # that is fixed; docs/benchmarks.md has the figures.
+            # The issue's goal is 5 s; the median of three joins is held to it below, each
+            # join to a hard bound that a loaded CI machine cannot trip by accident.
             await viewer.wait_frames(1, within=FIRST_FRAME_BOUND)
             firsts.append(time.monotonic() - joined)
+            # Then motion, every picture with its own stamp (the warm-up's IDR copies too).
+            await viewer.wait_frames(30, within=10)
+            assert_stamped(viewer.frames)
             assert viewer.missing_metadata == 0
             assert rtsp_camera.sessions("h264") == 1
         left = time.monotonic()
@@ -325,5 +327,6 @@ async def test_on_demand_starts_for_a_viewer_and_stops_after_grace(
         + ", ".join(f"{t:.2f}s" for t in firsts)
         + f"; median {statistics.median(firsts):.2f}s"
     )
+    assert statistics.median(firsts) < FIRST_FRAME_GOAL, firsts
     assert cam["status"]["phase"] == "Stopped"
     await stack.delete("dock", rtsp_camera, "h264")

@@ -32,6 +32,7 @@ from camfleet.ingest.logs import Redactor, configure
 from camfleet.ingest.publisher import Publisher, TrackShape
 from camfleet.ingest.reader import ReaderEvent, SourceOpened, SourceReader, StampedFrame
 from camfleet.ingest.settings import IngestSettings, safe_errors
+from camfleet.ingest.warmup import Warmup
 
 log = logging.getLogger("camfleet.ingest")
 
@@ -57,6 +58,9 @@ class Supervisor:
         self.keyframe_request = threading.Event()
         self.reader: SourceReader | None = None
         self._skip_to_keyframe = True
+        # The camera's latest IDR, and the start-up of a fresh track that sends copies of it.
+        self._last_idr: StampedFrame | None = None
+        self._warmup: Warmup | None = None
         self._last_feedback = 0.0
         self._rejected = 0  # consecutive PublishRejected
         # The source's transient failure while it reconnects; published as participant
@@ -199,6 +203,7 @@ class Supervisor:
         changed = self.opened is None or self.opened != opened
         self.opened = opened
         self._skip_to_keyframe = True
+        self._last_idr = None  # a new session may bring new parameter sets
         if opened.mode == "transcode":
             self.keyframe_request.set()  # start the new session with an IDR
         self.state.source_info(opened.mode, info.codec_label, info.resolution)
@@ -207,22 +212,51 @@ class Supervisor:
             self.attributes_changed.set()
 
     def _publish(self, frame: StampedFrame) -> bool:
+        if frame.au.keyframe:
+            self._last_idr = frame
         publisher = self.publisher
         if not publisher.ready or publisher.shape != TrackShape(frame.width, frame.height):
             self._skip_to_keyframe = True
             return False
+        if publisher.fresh:
+            publisher.fresh = False
+            self._warmup = Warmup(self._last_idr)
+        if self._warmup is not None:
+            return self._warm_up(self._warmup, frame)
         self._poll_feedback()
         if self._skip_to_keyframe:
             if not frame.au.keyframe:
                 return False
             self._skip_to_keyframe = False
-        if not publisher.send(frame):
-            return False
-        self.state.frame_published(len(frame.au.data))
-        if self.source_failure is not None:
+        return self._send([frame])
+
+    def _warm_up(self, warmup: Warmup, frame: StampedFrame) -> bool:
+        feedback = self.publisher.feedback()
+        frames = warmup.on_frame(
+            frame,
+            keyframe_requested=feedback.keyframe_requested,
+            running=feedback.rate_control is not None,
+        )
+        if feedback.keyframe_requested:
+            self.state.keyframe_requests.inc()
+            self.keyframe_request.set()  # a transcoding reader answers with an IDR
+        if warmup.live:
+            self._warmup = None
+            self._skip_to_keyframe = False
+            self._last_feedback = time.monotonic()
+            log.info("track live", extra={"idr_copies": warmup.copies})
+        return self._send(frames)
+
+    def _send(self, frames: list[StampedFrame]) -> bool:
+        sent = False
+        for frame in frames:
+            if self.publisher.send(frame):
+                sent = True
+                self.state.frame_published(len(frame.au.data))
+        if sent and self.source_failure is not None:
             self.source_failure = None  # frames flow again
             self.attributes_changed.set()
-        return True
+        return sent
 
     def _poll_feedback(self) -> None:
         """Forward LiveKit's keyframe requests, at most every FEEDBACK_PERIOD_S.
