@@ -17,7 +17,6 @@ from camfleet_operator.reconcile import Context
 log = logging.getLogger("camfleet_operator.webhook")
 WEBHOOK_PATH = "/livekit/webhook"
 CONTEXT: web.AppKey[Context] = web.AppKey("context", Context)
-RECEIVER: web.AppKey[api.WebhookReceiver] = web.AppKey("receiver", api.WebhookReceiver)
 # Events that can change whether a room has a viewer or a publishing ingest.
 ROOM_EVENTS = frozenset(
     {
@@ -32,10 +31,10 @@ ROOM_EVENTS = frozenset(
 
 
 async def receive(request: web.Request) -> web.Response:
-    ctx, receiver = request.app[CONTEXT], request.app[RECEIVER]
+    ctx = request.app[CONTEXT]
     body = await request.text()
     try:
-        event = receiver.receive(body, request.headers.get("Authorization", ""))
+        event = _receiver(ctx).receive(body, request.headers.get("Authorization", ""))
     except Exception as exc:  # any verification failure: a bad or missing signature
         ctx.metrics.errors.labels(kind="webhook").inc()
         log.warning("webhook refused: %s", type(exc).__name__)
@@ -45,13 +44,18 @@ async def receive(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def init_app(ctx: Context) -> web.Application:
+def _receiver(ctx: Context) -> api.WebhookReceiver:
+    """A receiver with the secret as it is now: a rotated Secret needs no operator restart.
+
+    Webhooks come a few per viewer join or leave, so re-reading the mounted file costs nothing.
+    """
     settings = ctx.settings
+    return api.WebhookReceiver(api.TokenVerifier(settings.livekit_api_key, settings.api_secret()))
+
+
+def init_app(ctx: Context) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[CONTEXT] = ctx
-    app[RECEIVER] = api.WebhookReceiver(
-        api.TokenVerifier(settings.livekit_api_key, settings.api_secret())
-    )
     app.router.add_post(WEBHOOK_PATH, receive)
     return app
 

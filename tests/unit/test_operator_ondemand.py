@@ -4,6 +4,7 @@ import base64
 import hashlib
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,11 +17,12 @@ from camfleet_operator.webhook import WEBHOOK_PATH, init_app
 SECRET = "s" * 32
 
 
-def context(grace: float) -> Context:
+def context(grace: float, secret_file: Path | None = None) -> Context:
     settings = Settings(
         livekit_url="ws://127.0.0.1:7880",
         livekit_api_key="key",
-        livekit_api_secret=SECRET,  # type: ignore[arg-type]
+        livekit_api_secret=None if secret_file else SECRET,  # type: ignore[arg-type]
+        livekit_api_secret_file=secret_file,
         on_demand_grace_seconds=grace,
     )
     return Context.create(settings)
@@ -58,4 +60,25 @@ async def test_webhook_wakes_the_room_only_when_signed(forged: bool) -> None:
         unsigned = await client.post(WEBHOOK_PATH, data=body)
         assert unsigned.status == 401
     assert ctx.wakeup("u1").is_set() is not forged
+    await ctx.livekit.close()
+
+
+async def test_webhook_follows_a_rotated_secret_file(tmp_path: Path) -> None:
+    """The mounted Secret changes: webhooks signed with the new secret pass, the old fail."""
+    secret_file = tmp_path / "api-secret"
+    secret_file.write_text(SECRET + "\n")
+    ctx = context(grace=30, secret_file=secret_file)
+    ctx.rooms["site-a-door"] = "u1"
+    body = '{"event": "participant_left", "room": {"name": "site-a-door"}}'
+    rotated = "r" * 32
+    async with TestClient(TestServer(init_app(ctx))) as client:
+        ok = await client.post(WEBHOOK_PATH, data=body, headers={"Authorization": signed(body)})
+        assert ok.status == 200
+        secret_file.write_text(rotated + "\n")
+        old = await client.post(WEBHOOK_PATH, data=body, headers={"Authorization": signed(body)})
+        assert old.status == 401
+        new = await client.post(
+            WEBHOOK_PATH, data=body, headers={"Authorization": signed(body, rotated)}
+        )
+        assert new.status == 200
     await ctx.livekit.close()
