@@ -168,9 +168,10 @@ def compute_status(
         ready = cond(c.COND_READY, "False", reason, message)
     else:
         running = observed.container_running
-        # The ingest stays in the room while it reconnects to a camera that went away, and says
-        # so in its attributes; its pod's readiness drops too, but only the attribute has a reason.
-        source_down = publishing and attributes.get(c.ATTR_STATE) == c.STATE_RECONNECTING
+        # The ingest stays in the room while it reconnects to a camera that went away (and joins
+        # it before a camera that never answered), and says so in its attributes; its pod's
+        # readiness drops too, but only the attribute has a reason.
+        source_down = attributes.get(c.ATTR_STATE) == c.STATE_RECONNECTING
         receiving = not source_down and (publishing or observed.ready_replicas > 0)
         # SourceReachable: frames flowing proves it; a classified ingest failure disproves it.
         if source_down:

@@ -427,3 +427,28 @@ async def test_rejoins_when_the_sdk_gives_up(
         assert rejoined in ingest.metrics()
         async with Subscriber(livekit_server, ingest.room, ingest.identity) as viewer:
             assert_stamped(await viewer.wait_frames(25, within=15))
+
+
+async def test_joins_the_room_and_says_why_while_the_camera_never_answered(
+    livekit_server: LiveKitServer, tmp_path: Path
+) -> None:
+    """A camera down from the start: the ingest is in the room, without video, with a reason."""
+    dead = f"rtsp://127.0.0.1:{free_port()}/stream"  # refused: nothing listens there
+    async with running_ingest(livekit_server, tmp_path, dead) as ingest:
+        async with api.LiveKitAPI(
+            livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret
+        ) as lk:
+            attributes: dict[str, str] = {}
+            tracks = -1
+            for _ in range(150):
+                got = await lk.room.list_participants(api.ListParticipantsRequest(room=ingest.room))
+                me = [p for p in got.participants if p.identity == ingest.identity]
+                if me:
+                    attributes, tracks = dict(me[0].attributes), len(me[0].tracks)
+                    if attributes.get("state") == "reconnecting":
+                        break
+                await asyncio.sleep(0.1)
+        assert attributes == {"state": "reconnecting", "reason": "Unreachable"}
+        assert tracks == 0
+        assert ingest.proc is not None
+        assert ingest.proc.poll() is None  # still retrying

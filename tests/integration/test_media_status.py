@@ -241,6 +241,17 @@ async def test_camera_outage_degrades_then_recovers_by_itself(
     await stack.delete("yard", rtsp_camera, "h264")
 
 
+async def test_a_camera_down_from_the_start_is_degraded_with_the_reason(stack: Stack) -> None:
+    """Not just "Connecting" forever: the ingest joins the room and says why it has no video."""
+    nothing = f"rtsp://127.0.0.1:{free_port()}/stream"  # refused: no RTSP server on that port
+    await stack.create("attic", nothing)
+    cam = await stack.phase("attic", "Degraded", within=30, reason="Unreachable")
+    assert conditions(cam)["SourceReachable"] == ("False", "Unreachable")
+    assert conditions(cam)["Publishing"] == ("False", "NotPublishing")
+    assert "attic" in cam["status"]["lastError"]
+    await stack.client.delete(cameras(stack.ns, "attic"))
+
+
 async def test_wrong_password_fails_without_leaking_it(
     stack: Stack, rtsp_camera: RtspCamera, kube: KubeCluster
 ) -> None:

@@ -223,3 +223,25 @@ def test_reconnecting_without_a_reason_counts_as_unreachable() -> None:
     )
     assert status["phase"] == "Degraded"
     assert conditions(status)["SourceReachable"] == ("False", "Unreachable")
+
+
+def test_a_camera_down_from_the_start_is_degraded_with_the_reason() -> None:
+    """The ingest joined the room but never published: its attributes carry the reason."""
+    status = compute_status(
+        camera(),
+        Observed(
+            container_running=True,
+            publishing_video=False,
+            attributes={"state": "reconnecting", "reason": "Unreachable"},
+        ),
+        None,
+        NOW,
+    )
+    assert status["phase"] == "Degraded"
+    assert conditions(status) == {
+        "SourceReachable": ("False", "Unreachable"),
+        "Publishing": ("False", "NotPublishing"),
+        "Ready": ("False", "Unreachable"),
+    }
+    assert status["lastError"].startswith("Unreachable: site-a/door")
+    assert "codec" not in status

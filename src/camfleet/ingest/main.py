@@ -51,7 +51,6 @@ class Supervisor:
         self.fatal: IngestFailure | None = None
         self.publisher = Publisher(settings.livekit_url, settings.camera)
         self.opened: SourceOpened | None = None
-        self.source_ready = asyncio.Event()
         self.attributes_changed = asyncio.Event()
         # One counter for the life of the process: frame ids never repeat across reconnects.
         self.frame_ids = itertools.count(1)
@@ -207,8 +206,7 @@ class Supervisor:
         if opened.mode == "transcode":
             self.keyframe_request.set()  # start the new session with an IDR
         self.state.source_info(opened.mode, info.codec_label, info.resolution)
-        self.source_ready.set()
-        if changed:
+        if changed:  # the first open publishes the track, a new shape republishes it
             self.attributes_changed.set()
 
     def _publish(self, frame: StampedFrame) -> bool:
@@ -276,22 +274,25 @@ class Supervisor:
     # --- LiveKit side ----------------------------------------------------------------------
 
     def _attributes(self) -> dict[str, str]:
-        assert self.opened is not None
-        info = self.opened.info
-        return {
-            "mode": self.opened.mode,
-            "codec": info.codec_label,
-            "resolution": info.resolution,
-            "fps": f"{info.fps:g}",
-            # Only while the camera is down and the source side reconnects; LiveKit deletes an
-            # attribute set to "", so a live ingest shows just the four above.
+        # state/reason only while the camera is down and the source side reconnects (also
+        # before it ever answered); LiveKit deletes an attribute set to "", so a live ingest
+        # shows just mode/codec/resolution/fps.
+        attributes = {
             "state": "" if self.source_failure is None else "reconnecting",
             "reason": "" if self.source_failure is None else self.source_failure.reason,
         }
+        if self.opened is not None:
+            info = self.opened.info
+            attributes |= {
+                "mode": self.opened.mode,
+                "codec": info.codec_label,
+                "resolution": info.resolution,
+                "fps": f"{info.fps:g}",
+            }
+        return attributes
 
     async def _livekit_loop(self) -> None:
         backoff = self._new_backoff(self.settings.backoff_cap_s)
-        await self.source_ready.wait()
         while not self.stop.is_set():
             try:
                 await self._stay_published(backoff)
@@ -313,23 +314,33 @@ class Supervisor:
             await self._sleep(delay)
 
     async def _stay_published(self, backoff: Backoff) -> None:
-        """Connect and publish, then follow attribute/shape changes until the server is lost."""
-        assert self.opened is not None
+        """Join the room, publish once the camera answers, follow attribute and shape changes
+        until the server is lost.
+
+        The ingest joins before the camera answers, so that a camera that is down from the
+        start shows up (state/reason attributes) instead of leaving the Camera "Connecting".
+        """
         try:
             token = self.settings.read_token()
         except OSError as exc:
             raise PublishRejected(
                 f"camera {self.settings.camera}: token file unreadable ({type(exc).__name__})"
             ) from None
-        info = self.opened.info
         self.attributes_changed.clear()
-        self._skip_to_keyframe = True
-        self.keyframe_request.set()
-        await self.publisher.connect(token, TrackShape(info.width, info.height), self._attributes())
+        await self.publisher.connect(token, self._attributes())
         backoff.reset()
         self._rejected = 0
-        log.info("publishing", extra={"room": self.settings.room, **self._attributes()})
         while True:
+            if self.opened is not None:
+                info = self.opened.info
+                shape = TrackShape(info.width, info.height)
+                if self.publisher.shape is None:
+                    await self._publish_track(shape)
+                elif shape != self.publisher.shape:
+                    log.info("source resolution changed, republishing")
+                    await self.publisher.republish(shape)
+                    self._skip_to_keyframe = True
+            await self.publisher.set_attributes(self._attributes())
             lost = asyncio.create_task(self.publisher.lost.wait())
             changed = asyncio.create_task(self.attributes_changed.wait())
             try:
@@ -342,13 +353,12 @@ class Supervisor:
                     f"camera {self.settings.camera}: lost livekit-server at {self.publisher.url}"
                 )
             self.attributes_changed.clear()
-            info = self.opened.info
-            shape = TrackShape(info.width, info.height)
-            if shape != self.publisher.shape:
-                log.info("source resolution changed, republishing")
-                await self.publisher.republish(shape)
-                self._skip_to_keyframe = True
-            await self.publisher.set_attributes(self._attributes())
+
+    async def _publish_track(self, shape: TrackShape) -> None:
+        self._skip_to_keyframe = True
+        self.keyframe_request.set()
+        await self.publisher.publish(shape)
+        log.info("publishing", extra={"room": self.settings.room, **self._attributes()})
 
 
 class _Final(PublishRejected):

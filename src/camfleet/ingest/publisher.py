@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import NoReturn
 
 from livekit import rtc
 
@@ -58,8 +59,8 @@ class Publisher:
     def ready(self) -> bool:
         return self.source is not None and self.connected and not self.lost.is_set()
 
-    async def connect(self, token: str, shape: TrackShape, attributes: dict[str, str]) -> None:
-        """Join the room and publish; raises a classified ``IngestFailure``."""
+    async def connect(self, token: str, attributes: dict[str, str]) -> None:
+        """Join the room (no track yet); raises a classified ``IngestFailure``."""
         self.lost.clear()
         room = rtc.Room()
         room.on("disconnected", self._on_disconnected)
@@ -76,17 +77,24 @@ class Publisher:
                 raise PublishRejected(
                     f"camera {self.camera}'s token does not allow publishing (can_publish)"
                 )
-            await self._publish(shape)
             self.connected = True
             await self.set_attributes(attributes)
-        except IngestFailure:
-            await self.close()
-            raise
         except Exception as exc:
-            # str(exc) may embed the token (the SDK echoes it on 401): classify, never log it.
-            failure = classify_livekit_error(exc, self.camera, self.url)
-            await self.close()
-            raise failure from None
+            await self._failed(exc)
+
+    async def publish(self, shape: TrackShape) -> None:
+        """Publish the camera's track; raises a classified ``IngestFailure``."""
+        try:
+            await self._publish(shape)
+        except Exception as exc:
+            await self._failed(exc)
+
+    async def _failed(self, exc: Exception) -> NoReturn:
+        await self.close()
+        if isinstance(exc, IngestFailure):
+            raise exc
+        # str(exc) may embed the token (the SDK echoes it on 401): classify, never log it.
+        raise classify_livekit_error(exc, self.camera, self.url) from None
 
     async def _publish(self, shape: TrackShape) -> None:
         assert self.room is not None
@@ -187,7 +195,7 @@ class Publisher:
 
     async def _unpublish(self) -> None:
         room, publication, source = self.room, self.publication, self.source
-        self.publication, self.source = None, None
+        self.publication, self.source, self.shape = None, None, None
         if room is not None and publication is not None and room.isconnected():
             try:
                 await asyncio.wait_for(
