@@ -542,6 +542,7 @@ def test_helm_install_upgrade_uninstall(installed: Installed) -> None:
     out = helm("install", *base, "--create-namespace")
     assert "kubectl -n cfhelm create secret generic camfleet-livekit" in out
     assert "port-forward svc/cfhelm-camfleet-gateway 8080:80" in out
+    assert "http://cfhelm-camfleet-operator-webhook.cfhelm.svc:8088/livekit/webhook" in out
     helm("upgrade", *base, "--set", "gateway.replicas=3", "--set", "operator.replicas=0")
     gateway = json.loads(
         kube.kubectl(

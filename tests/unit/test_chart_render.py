@@ -90,6 +90,7 @@ def test_default_render_has_every_component(default_docs: list[Doc]) -> None:
     assert ("Deployment", "camfleet-operator") in kinds
     assert ("Deployment", "camfleet-gateway") in kinds
     assert ("Service", "camfleet-gateway") in kinds
+    assert ("Service", "camfleet-operator-webhook") in kinds
     assert ("PodDisruptionBudget", "camfleet-gateway") in kinds
     assert ("ClusterKopfPeering", "camfleet") in kinds
     assert ("ClusterRole", "camfleet-viewer") in kinds
@@ -195,10 +196,12 @@ def test_operator_env_is_what_its_settings_read(
                 assert settings.namespaces == ["cfall-cams-a", "cfall-cams-b"]
                 assert settings.shard_selector in ("camfleet.io/shard=a", "!camfleet.io/shard")
                 assert settings.peering_name in ("cfall-peering-a", "cfall-peering-rest")
+                assert settings.webhook_port == 8099
             else:
                 assert settings.namespaces == []
                 assert settings.peering_name == "camfleet"
                 assert settings.shard_selector == ""
+                assert settings.webhook_port == 8088
 
 
 @pytest.mark.parametrize("values", ["default", "all-options", "kind"])
@@ -275,6 +278,72 @@ def test_operator_shards_and_peering(all_docs: list[Doc], default_docs: list[Doc
     assert not by_kind(standalone, "ClusterKopfPeering")
     assert "CAMFLEET_PEERING_NAME" not in env_of(one(standalone, "Deployment", "camfleet-operator"))
     assert by_kind(default_docs, "ClusterKopfPeering")
+
+
+def _container(deployment: Doc) -> Doc:
+    container: Doc = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _webhook_services(docs: list[Doc]) -> dict[str, Doc]:
+    return {
+        d["metadata"]["name"]: d
+        for d in by_kind(docs, "Service")
+        if d["metadata"]["name"].endswith("-webhook")
+    }
+
+
+def test_operator_webhook_service_per_shard(default_docs: list[Doc], all_docs: list[Doc]) -> None:
+    # Default: one shard ("all"), the operator serves the webhook on 8088 behind one Service.
+    operator = one(default_docs, "Deployment", "camfleet-operator")
+    assert env_of(operator)["CAMFLEET_WEBHOOK_PORT"]["value"] == "8088"
+    ports = {p["name"]: p["containerPort"] for p in _container(operator)["ports"]}
+    assert ports["webhook"] == 8088
+    services = _webhook_services(default_docs)
+    assert list(services) == ["camfleet-operator-webhook"]
+    service = services["camfleet-operator-webhook"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"]["camfleet.io/shard"] == "all"
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 8088, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    pod_labels = operator["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert "annotations" not in service["metadata"]
+    # Two shards: livekit-server posts every event to every URL and a shard ignores rooms it
+    # does not own, so each shard has its own Service selecting only its own pods.
+    services = _webhook_services(all_docs)
+    assert sorted(services) == ["cfall-operator-a-webhook", "cfall-operator-rest-webhook"]
+    for shard in ("a", "rest"):
+        service = services[f"cfall-operator-{shard}-webhook"]
+        assert service["spec"]["selector"]["camfleet.io/shard"] == shard
+        assert service["spec"]["ports"][0]["port"] == 8099
+        assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
+        for name in ("a", "rest"):
+            deployment = one(all_docs, "Deployment", f"cfall-operator-{name}")
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            selects = service["spec"]["selector"].items() <= labels.items()
+            assert selects is (name == shard), (shard, name)
+            assert env_of(deployment)["CAMFLEET_WEBHOOK_PORT"]["value"] == "8099"
+
+
+def test_operator_webhook_can_be_disabled() -> None:
+    docs = render(sets=("operator.webhook.enabled=false",))
+    assert not _webhook_services(docs)
+    operator = one(docs, "Deployment", "camfleet-operator")
+    assert "CAMFLEET_WEBHOOK_PORT" not in env_of(operator)
+    assert "webhook" not in {p["name"] for p in _container(operator)["ports"]}
+    assert one(docs, "NetworkPolicy", "camfleet-operator")["spec"]["ingress"] == []
+
+
+def test_operator_webhook_port_must_not_clash() -> None:
+    result = helm(
+        *("template", "x", str(CHART), "--kube-version", KUBE_VERSION),
+        *("--set", "operator.webhook.port=9090"),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "operator.webhook.port must differ" in result.stderr
 
 
 def _rules(doc: Doc) -> set[tuple[str, str, str]]:
@@ -360,6 +429,29 @@ def test_network_policies(default_docs: list[Doc], all_docs: list[Doc]) -> None:
     ]
     assert camera_rules == [{"to": [{"ipBlock": {"cidr": "192.168.10.0/24"}}]}]
     assert ingest_policies[0]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
+    # The operator admits LiveKit's webhooks (from anyone by default: they are signed) and,
+    # with `metrics.from`, the scrapers on the metrics port.
+    operator = one(default_docs, "NetworkPolicy", "camfleet-operator")
+    assert operator["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8088}]}]
+    operator = one(all_docs, "NetworkPolicy", "cfall-operator")
+    assert operator["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 9090}],
+        },
+        {
+            "ports": [{"protocol": "TCP", "port": 8099}],
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "livekit"}}}
+            ],
+        },
+    ]
 
 
 @pytest.mark.parametrize(
@@ -371,6 +463,9 @@ def test_network_policies(default_docs: list[Doc], all_docs: list[Doc]) -> None:
         ("gateway.authModes[0]=oauth", "/gateway/authModes/0"),
         ("operator.replica=1", "replica"),
         ("networkPolicy.cameras.cidrs=null", "missing property 'cidrs'"),
+        ("operator.webhook.port=0", "/operator/webhook/port"),
+        ("operator.webhook.service.type=NodePort", "additional properties 'type'"),
+        ("networkPolicy.operatorWebhook.from=x", "/networkPolicy/operatorWebhook/from"),
     ],
 )
 def test_values_schema_refuses_bad_values(setting: str, words: str) -> None:
