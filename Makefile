@@ -19,7 +19,7 @@ down:
 bench: setup     ## every benchmark, by hand (~20 min); copy the printed tables into docs/benchmarks.md
 	.venv/bin/python benchmarks/operator_convergence.py --sizes 100 500 1000 --repeats 3
 	.venv/bin/python benchmarks/gateway_fanout.py
-	.venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5 --seconds 20
+	.venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5,20 --seconds 20
 	.venv/bin/python benchmarks/ingest_media.py latency --seconds 60
 	.venv/bin/python benchmarks/viewer_drift.py --seconds 60
 

@@ -3,7 +3,7 @@
 Real servers from the test bed (GStreamer RTSP camera, livekit-server), real `camfleet ingest`
 processes, a real subscriber (Python LiveKit SDK).
 
-    .venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5 --seconds 20
+    .venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5,20 --seconds 20
     .venv/bin/python benchmarks/ingest_media.py latency --seconds 60
 
 cpu: for N cameras, N passthrough ingests vs N FFmpeg processes doing the seed's old path
@@ -11,7 +11,8 @@ cpu: for N cameras, N passthrough ingests vs N FFmpeg processes doing the seed's
 1080p25 H.264 High source; plus one transcode-mode ingest (H.265 source) for the record. CPU is
 utime+stime from /proc over the window, as % of one core per camera, both per wall second and
 normalised per handled frame to 25 fps (a starved process on a busy machine handles fewer frames
-and would otherwise look cheaper); RSS is VmRSS per camera.
+and would otherwise look cheaper); RSS is VmRSS per camera; `threads_pct` splits the first
+process's CPU by thread name (libwebrtc, the SDK's tokio runtime, FFmpeg name theirs).
 
 latency: one passthrough ingest and one subscriber. A reference RTSP reader (PyAV, decoding)
 records when each burnt-in frame code leaves the camera; the subscriber reads the code from each
@@ -34,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +58,20 @@ PERIOD = 200
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> Counter[str]:
+    """CPU clock ticks per thread name (libwebrtc and tokio name their threads)."""
+    out: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[name] += int(fields[11]) + int(fields[12])
+    return out
 
 
 def rss_mb(pid: int) -> float:
@@ -119,22 +135,36 @@ def start_jsmpeg(url: str, work: Path, name: str) -> Worker:
     return Worker(proc, lambda: ffmpeg_frames(progress))
 
 
-def measure(workers: list[Worker], warmup: float, seconds: float) -> dict[str, float]:
+def measure(workers: list[Worker], warmup: float, seconds: float) -> dict[str, object]:
     """CPU per camera, both per wall second and normalised to 25 handled frames per second.
 
     On a busy machine a starved process handles fewer frames and so looks cheaper per wall
     second; CPU per handled frame (x 25 fps) is the figure that does not flatter it.
     """
+    # Many processes starting at once on a small machine take a while to serve their stats.
+    deadline = time.monotonic() + 30 + 3 * len(workers)
+    for w in workers:
+        while True:
+            try:
+                w.frames()
+                break
+            except OSError:
+                if time.monotonic() > deadline or w.proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
     time.sleep(warmup)
     for w in workers:
         if w.proc.poll() is not None:
             raise RuntimeError(f"process {w.proc.args!r} exited with {w.proc.returncode}")
     cpu0 = [cpu_seconds(w.proc.pid) for w in workers]
+    threads0 = thread_cpu_seconds(workers[0].proc.pid)
     frames0 = [w.frames() for w in workers]
     t0 = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - t0
     cpu = [cpu_seconds(w.proc.pid) - c for w, c in zip(workers, cpu0, strict=True)]
+    threads = thread_cpu_seconds(workers[0].proc.pid)
+    threads.subtract(threads0)
     frames = [w.frames() - f for w, f in zip(workers, frames0, strict=True)]
     rss = [rss_mb(w.proc.pid) for w in workers]
     fps = statistics.mean(frames) / wall
@@ -143,6 +173,12 @@ def measure(workers: list[Worker], warmup: float, seconds: float) -> dict[str, f
         "cpu_pct_per_camera": round(statistics.mean(cpu) / wall * 100, 2),
         "cpu_pct_at_25fps": round(sum(cpu) / max(1, sum(frames)) * 25 * 100, 2),
         "rss_mb_per_camera": round(statistics.mean(rss), 1),
+        # Where the first process's CPU goes, % of one core by thread name.
+        "threads_pct": {
+            name: round(ticks / os.sysconf("SC_CLK_TCK") / wall * 100, 2)
+            for name, ticks in threads.most_common()
+            if ticks > 0
+        },
     }
 
 
