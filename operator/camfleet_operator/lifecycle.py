@@ -5,6 +5,7 @@ from typing import Any
 
 import kopf
 
+from camfleet_operator import constants as c
 from camfleet_operator import webhook
 from camfleet_operator.kube import Kube
 from camfleet_operator.reconcile import Context
@@ -29,6 +30,10 @@ async def startup(ctx: Context, operator_settings: kopf.OperatorSettings, logger
     operator_settings.queueing.worker_limit = settings.max_workers
     operator_settings.queueing.idle_timeout = 1.0
     operator_settings.networking.request_timeout = 60
+    # Ingest pods only, filtered by the API server: their events wake their Camera's pass.
+    operator_settings.watching.label_selectors["", "v1", "pods"] = (
+        f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+    )
     operator_settings.watching.server_timeout = 300
     operator_settings.watching.client_timeout = 330
     ctx.kube = await Kube.connect(pool_size=min(settings.max_workers, 100))

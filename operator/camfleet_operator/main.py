@@ -63,21 +63,22 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     async def resync(body: kopf.Body, logger: Any, **kwargs: Any) -> None:
         await reconcile.resync(ctx, body, logger, kwargs["stopped"])  # kopf's TimerFn omits it
 
-    # On-demand cameras: a pass as soon as a LiveKit webhook says someone joined or left.
+    # Event-driven passes: LiveKit webhooks and ingest pod events wake each Camera's follower.
     @kopf.daemon(
         g,
         v,
         p,
         registry=registry,
         labels=labels,
-        id="room-events",
-        when=lambda spec, **_: bool(spec.get("onDemand")),
+        id="follow",
         cancellation_timeout=5.0,
     )
-    async def room_events(
-        body: kopf.Body, logger: Any, stopped: kopf.DaemonStopped, **_: Any
-    ) -> None:
-        await reconcile.follow_room(ctx, body, logger, stopped)
+    async def follow(body: kopf.Body, logger: Any, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await reconcile.follow(ctx, body, logger, stopped)
+
+    @kopf.on.event("", "v1", "pods", registry=registry, labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+    def ingest_pod(body: kopf.Body, type: str | None, **_: Any) -> None:
+        ctx.pod_changed(body, deleted=type == "DELETED")
 
     @kopf.on.delete(g, v, p, registry=registry, labels=labels, id="finalize")
     async def deleted(body: kopf.Body, retry: int, logger: Any, **_: Any) -> None:

@@ -43,10 +43,13 @@ class Context:
     kube: Kube | None = None
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     timers_spread: set[str] = field(default_factory=set)
-    # On-demand cameras: room -> Camera uid (for webhooks), a wake-up per Camera for its room
-    # follower, and since when a running ingest's room has had no viewer (monotonic, for the
-    # grace period).
+    # Event-driven passes: room -> Camera uid (LiveKit webhooks), (namespace, name) -> uid
+    # (ingest pod events), what each ingest pod last looked like, a wake-up per Camera for its
+    # follower, and since when a running on-demand ingest's room has had no viewer (monotonic,
+    # for the grace period).
     rooms: dict[str, str] = field(default_factory=dict)
+    cameras: dict[tuple[str, str], str] = field(default_factory=dict)
+    pod_looks: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     idle_since: dict[str, float] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -74,6 +77,28 @@ class Context:
         uid = self.rooms.get(room)
         if uid is None:
             return False
+        self.wakeup(uid).set()
+        return True
+
+    def pod_changed(self, pod: Mapping[str, Any], *, deleted: bool = False) -> bool:
+        """An ingest pod event: wake its camera's follower when the pod's look changed (ready,
+        restarts, container state), not on every resync or label touch."""
+        meta = pod.get("metadata") or {}
+        uid = self.cameras.get(
+            (meta.get("namespace", ""), (meta.get("labels") or {}).get(c.LABEL_CAMERA, ""))
+        )
+        pod_uid = str(meta.get("uid"))
+        if not deleted and meta.get("deletionTimestamp") is None:
+            look, seen = pod_look(pod), self.pod_looks.get(pod_uid)
+            self.pod_looks[pod_uid] = look
+            # First sight (a new pod, or every pod when the operator starts) only records it:
+            # the pass that made the Deployment, or kopf's resume, already looked.
+            if seen is None or seen == look:
+                return False
+        else:
+            self.pod_looks.pop(pod_uid, None)
+        if uid is None:
+            return False  # another shard's Camera, or one this process has not seen yet
         self.wakeup(uid).set()
         return True
 
@@ -115,14 +140,46 @@ async def _ensure_child(
     return dict(actual)
 
 
+def pod_look(pod: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the status depends on in one ingest pod: readiness, restarts, container states."""
+    status = pod.get("status") or {}
+    ready = next(
+        (
+            cond.get("status")
+            for cond in status.get("conditions") or []
+            if cond.get("type") == "Ready"
+        ),
+        None,
+    )
+    containers = tuple(
+        (
+            cs.get("name"),
+            cs.get("ready"),
+            cs.get("restartCount"),
+            tuple(sorted((cs.get("state") or {}).keys())),
+            ((cs.get("state") or {}).get("waiting") or {}).get("reason"),
+        )
+        for cs in status.get("containerStatuses") or []
+    )
+    return (status.get("phase"), ready, containers)
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    return any(
+        cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
 def _observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
-    """Restarts, the ingest container's state and its last termination message."""
-    running, restarts = False, 0
+    """Ready pods, restarts, the ingest container's state and its last termination message."""
+    running, restarts, ready = False, 0, 0
     waiting: str | None = None
     message: str | None = None
     for pod in pod_list:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue  # a terminating pod of an old rollout says nothing about the current one
+        ready += _pod_ready(pod)
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             if status.get("name") != c.INGEST_CONTAINER:
                 continue
@@ -136,6 +193,9 @@ def _observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
             if terminated and terminated.get("message"):
                 message = str(terminated["message"])
     return {
+        # Fresher than the Deployment's readyReplicas, which waits for the controller: a pass
+        # woken by the pod's own readiness event must see it.
+        "ready_replicas": ready,
         "container_running": running,
         "restarts": restarts,
         "waiting_reason": waiting,
@@ -187,28 +247,45 @@ def _grace_over(ctx: Context, uid: str) -> bool:
     return since is not None and time.monotonic() - since >= ctx.settings.on_demand_grace_seconds
 
 
-async def follow_room(
+# Not every change the status depends on comes with an event (the ingest's participant
+# attributes do not), so a Camera on its way up, or degraded, is looked at this often until it
+# is Live, Stopped or Failed.
+UNSETTLED_PHASES = frozenset({c.PHASE_PENDING, c.PHASE_CONNECTING, c.PHASE_DEGRADED})
+UNSETTLED_POLL_SECONDS = 5.0
+
+
+async def follow(
     ctx: Context, body: kopf.Body, logger: logging.Logger, stopped: kopf.DaemonStopped
 ) -> None:
-    """An on-demand camera's daemon: a pass as soon as a webhook says its room changed.
+    """A Camera's daemon: a pass as soon as something it depends on changed, so that the status
+    follows the media path in seconds while the timer stays a slow safety net.
 
-    Runs in the Camera's own kopf context, so the pass posts Events like any handler; its
-    faults are left to the timer's next pass rather than retried here.
+    Woken by LiveKit's webhooks for its room (viewers joining or leaving, the ingest's track)
+    and by its ingest pod's events (readiness, restarts, termination). Runs in the Camera's own
+    kopf context, so the pass posts Events like any handler; its faults are left to the timer's
+    next pass rather than retried here.
     """
     uid = str((body.get("metadata") or {}).get("uid"))
     wakeup = ctx.wakeup(uid)
+    on_demand = bool((body.get("spec") or {}).get("onDemand"))
+    last_pass = time.monotonic()
     while not stopped:
+        # kopf keeps `body` current, so this is the phase our last pass wrote.
+        unsettled = ((body.get("status") or {}).get("phase")) in UNSETTLED_PHASES
         try:
-            await asyncio.wait_for(wakeup.wait(), timeout=1.0)
+            # Wake up now and then anyway: to look at `stopped`, to stop an idle on-demand
+            # ingest when its grace ends, and to look again at a Camera that is not settled.
+            await asyncio.wait_for(wakeup.wait(), timeout=1.0 if on_demand or unsettled else 5.0)
         except TimeoutError:
-            # Also stop an idle ingest when its grace period ends, not at the next timer pass.
-            if not _grace_over(ctx, uid):
-                continue  # look at `stopped` again
+            due = unsettled and time.monotonic() - last_pass >= UNSETTLED_POLL_SECONDS
+            if not due and not (on_demand and _grace_over(ctx, uid)):
+                continue
         wakeup.clear()
+        last_pass = time.monotonic()
         try:
             await sync(ctx, body, logger)
         except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            logger.info("room-event pass incomplete, the timer retries: %s", exc)
+            logger.info("event pass incomplete, the timer retries: %s", exc)
 
 
 def timer_offset(uid: str, interval: float) -> float:
@@ -295,8 +372,9 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
     current_replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
     # While LiveKit cannot say whether anyone watches, an on-demand ingest keeps its state.
     has_viewer = room.viewers > 0 or (livekit_error is not None and current_replicas > 0)
+    ctx.rooms[camera.room] = camera.uid
+    ctx.cameras[(camera.namespace, camera.name)] = camera.uid
     if camera.spec.on_demand:
-        ctx.rooms[camera.room] = camera.uid
         has_viewer = _within_grace(ctx, camera.uid, has_viewer, running=current_replicas > 0)
     replicas = desired_replicas(camera, has_viewer=has_viewer)
 
@@ -364,9 +442,11 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
         except KubeError as exc:
             faults.append("kubernetes")
             logger.warning("cannot list ingest pods: %s", exc)
+    pod_state.setdefault(
+        "ready_replicas", int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+    )
     observed = Observed(
         desired_replicas=replicas,
-        ready_replicas=int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0),
         publishing_video=room.publishing_video,
         attributes=room.attributes,
         conflict=conflict,
@@ -466,3 +546,4 @@ async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Lo
     ctx.idle_since.pop(camera.uid, None)
     for room in [r for r, uid in ctx.rooms.items() if uid == camera.uid]:
         del ctx.rooms[room]
+    ctx.cameras.pop((camera.namespace, camera.name), None)

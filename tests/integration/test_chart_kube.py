@@ -383,7 +383,7 @@ OPERATOR_NAMESPACED = expand(
     ("camfleet.io", "cameras/finalizers", "update"),
     ("apps", "deployments", "get create patch delete"),
     ("", "secrets", "get create patch delete"),
-    ("", "pods", "list"),
+    ("", "pods", "list watch"),
     ("", "events", "create patch"),
 )
 KOPF_CRDS = expand(("apiextensions.k8s.io", "customresourcedefinitions", "list watch"))

@@ -33,6 +33,7 @@ from camfleet.testbed.rtsp import RtspCamera
 from camfleet_operator.kube import Kube
 
 GRACE = 3.0  # on-demand idle grace period in these tests
+EVENTS_ONLY_INTERVAL = 1800  # under the default token rotation margin (3600 s)
 # On-demand: a viewer joins -> its first frame. The goal (median) and a hard bound per join.
 FIRST_FRAME_GOAL = 5.0
 FIRST_FRAME_BOUND = 10.0
@@ -75,6 +76,9 @@ def operator(
         CAMFLEET_WEBHOOK_PORT=str(webhook_port),
         CAMFLEET_WEBHOOK_HOST="127.0.0.1",
         CAMFLEET_ON_DEMAND_GRACE_SECONDS=str(GRACE),
+        # No timer pass during these tests: every status change below must come from an event
+        # (LiveKit's webhooks, the ingest pod's own changes), as it would with the default 60 s.
+        CAMFLEET_RECONCILE_INTERVAL_SECONDS=str(EVENTS_ONLY_INTERVAL),
     )
     op.start()
     yield op

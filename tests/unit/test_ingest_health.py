@@ -18,6 +18,16 @@ def test_healthy_only_while_frames_flow() -> None:
     assert not state.healthy(now + 3.1)
 
 
+def test_a_failure_is_unhealthy_at_once_until_frames_flow_again() -> None:
+    state = IngestState("ns/cam", window=3.0)
+    now = time.monotonic()
+    state.frame_published(1000, now)
+    state.failed("Unreachable")
+    assert not state.healthy(now + 0.1)  # not after the 3 s window: now
+    state.frame_published(1000, now + 5)
+    assert state.healthy(now + 5.1)
+
+
 def test_rates_over_the_window() -> None:
     state = IngestState("ns/cam", window=3.0)
     start = 1000.0
@@ -32,9 +42,9 @@ async def test_endpoints() -> None:
     state = IngestState("ns/cam", window=3.0)
     async with TestClient(TestServer(init_app(state))) as client:
         assert (await client.get("/healthz")).status == 503
-        state.frame_published(500)
         state.failed("Unreachable")
         state.reconnecting("source")
+        state.frame_published(500)  # frames flow again after the failure
         state.source_info("passthrough", "h264", "1920x1080")
         assert (await client.get("/healthz")).status == 200
         text = await (await client.get("/metrics")).text()

@@ -5,6 +5,7 @@ import hashlib
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -82,3 +83,48 @@ async def test_webhook_follows_a_rotated_secret_file(tmp_path: Path) -> None:
         )
         assert new.status == 200
     await ctx.livekit.close()
+
+
+def ingest_pod(*, ready: bool, restarts: int = 0, uid: str = "p1", **meta: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "uid": uid,
+            "namespace": "site-a",
+            "labels": {"camfleet.io/camera": "door"},
+            **meta,
+        },
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [
+                {
+                    "name": "ingest",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "state": {"running": {"startedAt": "2026-11-26T12:00:00Z"}},
+                }
+            ],
+        },
+    }
+
+
+def test_an_ingest_pod_wakes_its_camera_only_when_its_look_changes() -> None:
+    ctx = context(grace=30)
+    ctx.cameras[("site-a", "door")] = "u1"
+    wakeup = ctx.wakeup("u1")
+    assert not ctx.pod_changed(ingest_pod(ready=False))  # first sight: recorded only
+    assert not ctx.pod_changed(ingest_pod(ready=False))  # a resync: same look
+    assert not wakeup.is_set()
+    assert ctx.pod_changed(ingest_pod(ready=True))  # readiness flipped
+    assert wakeup.is_set()
+    wakeup.clear()
+    assert ctx.pod_changed(ingest_pod(ready=True, restarts=1))  # a restart
+    assert ctx.pod_changed(ingest_pod(ready=True, restarts=1, deletionTimestamp="now"))
+    assert "p1" not in ctx.pod_looks  # forgotten with the pod
+    ctx.pod_changed(ingest_pod(ready=True, uid="p3"))
+    assert ctx.pod_changed(ingest_pod(ready=True, uid="p3"), deleted=True)
+    assert "p3" not in ctx.pod_looks
+    # A pod of a Camera this process does not serve (another shard) wakes nothing.
+    other = ingest_pod(ready=True, uid="p2")
+    other["metadata"]["labels"] = {"camfleet.io/camera": "elsewhere"}
+    assert not ctx.pod_changed(other)

@@ -105,9 +105,11 @@ def _container(camera: Camera, defaults: IngestDefaults) -> dict[str, Any]:
         "command": list(c.INGEST_COMMAND),
         "env": _env(camera, defaults),
         "ports": [{"name": c.INGEST_PORT_NAME, "containerPort": c.INGEST_PORT, "protocol": "TCP"}],
-        # Readiness follows frames flowing; liveness is lenient so a camera blip (which the
-        # ingest handles with its own backoff) does not become a pod restart.
-        "readinessProbe": _probe(initial_delay=2, period=5, failures=3),
+        # Readiness follows frames flowing, within seconds: its changes wake the Camera's status
+        # pass (the ingest turns unready at once on a failure; two probes guard against one
+        # slow answer). Liveness is lenient so a camera blip (which the ingest handles with its
+        # own backoff) does not become a pod restart.
+        "readinessProbe": _probe(initial_delay=1, period=2, failures=2),
         "livenessProbe": _probe(initial_delay=20, period=10, failures=6),
         "terminationMessagePath": c.TERMINATION_LOG,
         "terminationMessagePolicy": "File",

@@ -101,6 +101,9 @@ class IngestState:
         return frames / RATE_WINDOW_S, size * 8 / RATE_WINDOW_S
 
     def failed(self, reason: str) -> None:
+        """A classified failure: frames stop now, so /healthz says so at once rather than when
+        the window runs out (the pod's readiness, and the Camera's status, follow sooner)."""
+        self.last_frame = None
         for known in REASONS:
             self.last_failure.labels(self.camera, known).set(1 if known == reason else 0)
 

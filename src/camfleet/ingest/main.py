@@ -218,7 +218,10 @@ class Supervisor:
             return False
         if publisher.fresh:
             publisher.fresh = False
-            self._warmup = Warmup(self._last_idr)
+            idr = self._last_idr
+            if idr is not None and TrackShape(idr.width, idr.height) != publisher.shape:
+                idr = None  # from before a resolution change: not for this track
+            self._warmup = Warmup(idr)
         if self._warmup is not None:
             return self._warm_up(self._warmup, frame)
         self._poll_feedback()
@@ -327,10 +330,13 @@ class Supervisor:
                 f"camera {self.settings.camera}: token file unreadable ({type(exc).__name__})"
             ) from None
         self.attributes_changed.clear()
-        await self.publisher.connect(token, self._attributes())
+        await self.publisher.connect(token)
         backoff.reset()
         self._rejected = 0
         while True:
+            # Attributes first: whoever LiveKit tells of the track (the operator, by webhook)
+            # finds them already set.
+            await self.publisher.set_attributes(self._attributes())
             if self.opened is not None:
                 info = self.opened.info
                 shape = TrackShape(info.width, info.height)
@@ -340,7 +346,6 @@ class Supervisor:
                     log.info("source resolution changed, republishing")
                     await self.publisher.republish(shape)
                     self._skip_to_keyframe = True
-            await self.publisher.set_attributes(self._attributes())
             lost = asyncio.create_task(self.publisher.lost.wait())
             changed = asyncio.create_task(self.attributes_changed.wait())
             try:

@@ -59,7 +59,7 @@ class Publisher:
     def ready(self) -> bool:
         return self.source is not None and self.connected and not self.lost.is_set()
 
-    async def connect(self, token: str, attributes: dict[str, str]) -> None:
+    async def connect(self, token: str) -> None:
         """Join the room (no track yet); raises a classified ``IngestFailure``."""
         self.lost.clear()
         room = rtc.Room()
@@ -78,7 +78,6 @@ class Publisher:
                     f"camera {self.camera}'s token does not allow publishing (can_publish)"
                 )
             self.connected = True
-            await self.set_attributes(attributes)
         except Exception as exc:
             await self._failed(exc)
 
