@@ -248,10 +248,28 @@ def _grace_over(ctx: Context, uid: str) -> bool:
 
 
 # Not every change the status depends on comes with an event (the ingest's participant
-# attributes do not), so a Camera on its way up, or degraded, is looked at this often until it
-# is Live, Stopped or Failed.
-UNSETTLED_PHASES = frozenset({c.PHASE_PENDING, c.PHASE_CONNECTING, c.PHASE_DEGRADED})
+# attributes do not): a Camera whose ingest runs but is not Live is looked at again after this
+# long, doubling up to the cap while nothing changes. Pending needs no look: its pod's start is
+# an event.
+UNSETTLED_PHASES = frozenset({c.PHASE_CONNECTING, c.PHASE_DEGRADED})
 UNSETTLED_POLL_SECONDS = 5.0
+UNSETTLED_POLL_MAX_SECONDS = 60.0
+ON_DEMAND_CHECK_SECONDS = 1.0
+
+
+async def _woken(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, within: float | None) -> bool:
+    """Wait for a wake-up, the daemon's stop or the timeout; True only for a wake-up."""
+
+    async def stop() -> None:
+        await stopped.wait()
+
+    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stop())]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return wakeup.is_set()
 
 
 async def follow(
@@ -261,24 +279,30 @@ async def follow(
     follows the media path in seconds while the timer stays a slow safety net.
 
     Woken by LiveKit's webhooks for its room (viewers joining or leaving, the ingest's track)
-    and by its ingest pod's events (readiness, restarts, termination). Runs in the Camera's own
-    kopf context, so the pass posts Events like any handler; its faults are left to the timer's
-    next pass rather than retried here.
+    and by its ingest pod's events (readiness, restarts, termination); idle otherwise. Runs in
+    the Camera's own kopf context, so the pass posts Events like any handler; its faults are
+    left to the timer's next pass rather than retried here.
     """
     uid = str((body.get("metadata") or {}).get("uid"))
     wakeup = ctx.wakeup(uid)
     on_demand = bool((body.get("spec") or {}).get("onDemand"))
-    last_pass = time.monotonic()
+    last_pass, poll, last_phase = time.monotonic(), UNSETTLED_POLL_SECONDS, None
     while not stopped:
         # kopf keeps `body` current, so this is the phase our last pass wrote.
-        unsettled = ((body.get("status") or {}).get("phase")) in UNSETTLED_PHASES
-        try:
-            # Wake up now and then anyway: to look at `stopped`, to stop an idle on-demand
-            # ingest when its grace ends, and to look again at a Camera that is not settled.
-            await asyncio.wait_for(wakeup.wait(), timeout=1.0 if on_demand or unsettled else 5.0)
-        except TimeoutError:
-            due = unsettled and time.monotonic() - last_pass >= UNSETTLED_POLL_SECONDS
-            if not due and not (on_demand and _grace_over(ctx, uid)):
+        phase = (body.get("status") or {}).get("phase")
+        if phase != last_phase:
+            last_phase, poll = phase, UNSETTLED_POLL_SECONDS
+        timeout: float | None = None
+        if phase in UNSETTLED_PHASES:
+            timeout = max(0.0, last_pass + poll - time.monotonic())
+        if on_demand:  # to stop an idle ingest when its grace period ends
+            timeout = min(timeout, ON_DEMAND_CHECK_SECONDS) if timeout is not None else 1.0
+        if not await _woken(wakeup, stopped, timeout):
+            if stopped:
+                return
+            if phase in UNSETTLED_PHASES and time.monotonic() - last_pass >= poll:
+                poll = min(poll * 2, UNSETTLED_POLL_MAX_SECONDS)
+            elif not (on_demand and _grace_over(ctx, uid)):
                 continue
         wakeup.clear()
         last_pass = time.monotonic()
