@@ -22,6 +22,8 @@ bench: setup     ## every benchmark, by hand (~20 min); copy the printed tables 
 	.venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5,20 --seconds 20
 	.venv/bin/python benchmarks/ingest_media.py latency --seconds 60
 	.venv/bin/python benchmarks/viewer_drift.py --seconds 60
+	.venv/bin/python benchmarks/viewer_cpu.py --seconds 20
+	.venv/bin/python benchmarks/ingest_startup.py
 
 # --- Packaging (images, Helm chart, kustomize base) -------------------------------------------
 APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/camfleet/Chart.yaml)
