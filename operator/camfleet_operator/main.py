@@ -5,7 +5,7 @@ from typing import Any
 import kopf
 
 from camfleet_operator import constants as c
-from camfleet_operator import lifecycle, reconcile
+from camfleet_operator import follow, lifecycle, reconcile
 from camfleet_operator.reconcile import Context
 
 
@@ -73,8 +73,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         id="follow",
         cancellation_timeout=5.0,
     )
-    async def follow(body: kopf.Body, logger: Any, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        await reconcile.follow(ctx, body, logger, stopped)
+    async def follow_camera(
+        body: kopf.Body, logger: Any, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
+        await follow.follow(ctx, body, logger, stopped)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
     def ingest_pod(body: kopf.Body, type: str | None, **_: Any) -> None:

@@ -27,6 +27,7 @@ from camfleet_operator.kube import Conflict, Kube, KubeError
 from camfleet_operator.livekit import LiveKit, LiveKitUnavailable, RoomState
 from camfleet_operator.metrics import Metrics
 from camfleet_operator.model import Camera, IngestDefaults
+from camfleet_operator.pods import observe_pods, pod_look
 from camfleet_operator.settings import Settings
 
 WARNING_PHASES = frozenset({c.PHASE_DEGRADED, c.PHASE_FAILED})
@@ -140,69 +141,6 @@ async def _ensure_child(
     return dict(actual)
 
 
-def pod_look(pod: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What the status depends on in one ingest pod: readiness, restarts, container states."""
-    status = pod.get("status") or {}
-    ready = next(
-        (
-            cond.get("status")
-            for cond in status.get("conditions") or []
-            if cond.get("type") == "Ready"
-        ),
-        None,
-    )
-    containers = tuple(
-        (
-            cs.get("name"),
-            cs.get("ready"),
-            cs.get("restartCount"),
-            tuple(sorted((cs.get("state") or {}).keys())),
-            ((cs.get("state") or {}).get("waiting") or {}).get("reason"),
-        )
-        for cs in status.get("containerStatuses") or []
-    )
-    return (status.get("phase"), ready, containers)
-
-
-def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    return any(
-        cond.get("type") == "Ready" and cond.get("status") == "True"
-        for cond in (pod.get("status") or {}).get("conditions") or []
-    )
-
-
-def _observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
-    """Ready pods, restarts, the ingest container's state and its last termination message."""
-    running, restarts, ready = False, 0, 0
-    waiting: str | None = None
-    message: str | None = None
-    for pod in pod_list:
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            continue  # a terminating pod of an old rollout says nothing about the current one
-        ready += _pod_ready(pod)
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            if status.get("name") != c.INGEST_CONTAINER:
-                continue
-            restarts += int(status.get("restartCount") or 0)
-            state = status.get("state") or {}
-            running = running or "running" in state
-            waiting = waiting or (state.get("waiting") or {}).get("reason")
-            terminated = state.get("terminated") or (status.get("lastState") or {}).get(
-                "terminated"
-            )
-            if terminated and terminated.get("message"):
-                message = str(terminated["message"])
-    return {
-        # Fresher than the Deployment's readyReplicas, which waits for the controller: a pass
-        # woken by the pod's own readiness event must see it.
-        "ready_replicas": ready,
-        "container_running": running,
-        "restarts": restarts,
-        "waiting_reason": waiting,
-        "termination_message": message,
-    }
-
-
 async def _read_children(
     api: Kube, camera: Camera
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -242,74 +180,9 @@ def _within_grace(ctx: Context, uid: str, has_viewer: bool, *, running: bool) ->
     return now - since < ctx.settings.on_demand_grace_seconds
 
 
-def _grace_over(ctx: Context, uid: str) -> bool:
+def grace_over(ctx: Context, uid: str) -> bool:
     since = ctx.idle_since.get(uid)
     return since is not None and time.monotonic() - since >= ctx.settings.on_demand_grace_seconds
-
-
-# Not every change the status depends on comes with an event (the ingest's participant
-# attributes do not): a Camera whose ingest runs but is not Live is looked at again after this
-# long, doubling up to the cap while nothing changes. Pending needs no look: its pod's start is
-# an event.
-UNSETTLED_PHASES = frozenset({c.PHASE_CONNECTING, c.PHASE_DEGRADED})
-UNSETTLED_POLL_SECONDS = 5.0
-UNSETTLED_POLL_MAX_SECONDS = 60.0
-ON_DEMAND_CHECK_SECONDS = 1.0
-
-
-async def _woken(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, within: float | None) -> bool:
-    """Wait for a wake-up, the daemon's stop or the timeout; True only for a wake-up."""
-
-    async def stop() -> None:
-        await stopped.wait()
-
-    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stop())]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return wakeup.is_set()
-
-
-async def follow(
-    ctx: Context, body: kopf.Body, logger: logging.Logger, stopped: kopf.DaemonStopped
-) -> None:
-    """A Camera's daemon: a pass as soon as something it depends on changed, so that the status
-    follows the media path in seconds while the timer stays a slow safety net.
-
-    Woken by LiveKit's webhooks for its room (viewers joining or leaving, the ingest's track)
-    and by its ingest pod's events (readiness, restarts, termination); idle otherwise. Runs in
-    the Camera's own kopf context, so the pass posts Events like any handler; its faults are
-    left to the timer's next pass rather than retried here.
-    """
-    uid = str((body.get("metadata") or {}).get("uid"))
-    wakeup = ctx.wakeup(uid)
-    on_demand = bool((body.get("spec") or {}).get("onDemand"))
-    last_pass, poll, last_phase = time.monotonic(), UNSETTLED_POLL_SECONDS, None
-    while not stopped:
-        # kopf keeps `body` current, so this is the phase our last pass wrote.
-        phase = (body.get("status") or {}).get("phase")
-        if phase != last_phase:
-            last_phase, poll = phase, UNSETTLED_POLL_SECONDS
-        timeout: float | None = None
-        if phase in UNSETTLED_PHASES:
-            timeout = max(0.0, last_pass + poll - time.monotonic())
-        if on_demand:  # to stop an idle ingest when its grace period ends
-            timeout = min(timeout, ON_DEMAND_CHECK_SECONDS) if timeout is not None else 1.0
-        if not await _woken(wakeup, stopped, timeout):
-            if stopped:
-                return
-            if phase in UNSETTLED_PHASES and time.monotonic() - last_pass >= poll:
-                poll = min(poll * 2, UNSETTLED_POLL_MAX_SECONDS)
-            elif not (on_demand and _grace_over(ctx, uid)):
-                continue
-        wakeup.clear()
-        last_pass = time.monotonic()
-        try:
-            await sync(ctx, body, logger)
-        except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            logger.info("event pass incomplete, the timer retries: %s", exc)
 
 
 def timer_offset(uid: str, interval: float) -> float:
@@ -462,7 +335,7 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
         selector = f"{c.LABEL_NAME}={c.APP_NAME},{c.LABEL_CAMERA}={camera.name}"
         try:
             pods = await api.list(paths.pods(ns), label_selector=selector, cached=True)
-            pod_state = _observe_pods(pods)
+            pod_state = observe_pods(pods)
         except KubeError as exc:
             faults.append("kubernetes")
             logger.warning("cannot list ingest pods: %s", exc)

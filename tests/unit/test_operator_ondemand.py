@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from camfleet_operator.reconcile import Context, _grace_over, _within_grace
+from camfleet_operator.reconcile import Context, _within_grace, grace_over
 from camfleet_operator.settings import Settings
 from camfleet_operator.webhook import WEBHOOK_PATH, init_app
 
@@ -33,12 +33,12 @@ def test_grace_counts_from_the_first_idle_look_and_resets_on_a_viewer() -> None:
     ctx = context(grace=0.2)
     assert _within_grace(ctx, "u", True, running=True)
     assert _within_grace(ctx, "u", False, running=True)  # idle from now: keep running
-    assert not _grace_over(ctx, "u")
+    assert not grace_over(ctx, "u")
     time.sleep(0.25)
-    assert _grace_over(ctx, "u")
+    assert grace_over(ctx, "u")
     assert not _within_grace(ctx, "u", False, running=True)
     assert _within_grace(ctx, "u", True, running=True)  # a viewer came back: grace cleared
-    assert not _grace_over(ctx, "u")
+    assert not grace_over(ctx, "u")
     assert not _within_grace(ctx, "u", False, running=False)  # stopped: stays stopped
 
 
