@@ -60,7 +60,8 @@ async def follow(
         if phase in UNSETTLED_PHASES:
             timeout = max(0.0, last_pass + poll - time.monotonic())
         if on_demand:  # to stop an idle ingest when its grace period ends
-            timeout = min(timeout, ON_DEMAND_CHECK_SECONDS) if timeout is not None else 1.0
+            check = ON_DEMAND_CHECK_SECONDS
+            timeout = check if timeout is None else min(timeout, check)
         if not await _woken(wakeup, stopped, timeout):
             if stopped:
                 return

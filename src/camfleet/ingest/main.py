@@ -60,6 +60,7 @@ class Supervisor:
         # The camera's latest IDR, and the start-up of a fresh track that sends copies of it.
         self._last_idr: StampedFrame | None = None
         self._warmup: Warmup | None = None
+        self._warmed_source: object = None  # the track source the latest warm-up was for
         self._last_feedback = 0.0
         self._rejected = 0  # consecutive PublishRejected
         # The source's transient failure while it reconnects; published as participant
@@ -216,8 +217,8 @@ class Supervisor:
         if not publisher.ready or publisher.shape != TrackShape(frame.width, frame.height):
             self._skip_to_keyframe = True
             return False
-        if publisher.fresh:
-            publisher.fresh = False
+        if publisher.source is not self._warmed_source:  # a track published since the last frame
+            self._warmed_source = publisher.source
             idr = self._last_idr
             if idr is not None and TrackShape(idr.width, idr.height) != publisher.shape:
                 idr = None  # from before a resolution change: not for this track
@@ -239,8 +240,7 @@ class Supervisor:
             running=feedback.rate_control is not None,
         )
         if feedback.keyframe_requested:
-            self.state.keyframe_requests.inc()
-            self.keyframe_request.set()  # a transcoding reader answers with an IDR
+            self._keyframe_requested()
         if warmup.live:
             self._warmup = None
             self._skip_to_keyframe = False
@@ -269,10 +269,13 @@ class Supervisor:
         if now - self._last_feedback < FEEDBACK_PERIOD_S:
             return
         self._last_feedback = now
-        if self.publisher.keyframe_requested():
-            self.state.keyframe_requests.inc()
-            # Only the transcoder can act on it; passthrough waits for the camera's next IDR.
-            self.keyframe_request.set()
+        if self.publisher.feedback().keyframe_requested:
+            self._keyframe_requested()
+
+    def _keyframe_requested(self) -> None:
+        self.state.keyframe_requests.inc()
+        # Only the transcoder can act on it; passthrough waits for the camera's next IDR.
+        self.keyframe_request.set()
 
     # --- LiveKit side ----------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ TRACK_NAME = "camera"
 CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 15.0
 CLOSE_TIMEOUT_S = 3.0
-MIN_MEDIA_STEP_US = 1_000
 
 
 @dataclass(frozen=True)
@@ -50,10 +49,6 @@ class Publisher:
         # False while the SDK is resuming on its own: frames then go nowhere, and /healthz
         # must say so even though the source still accepts them.
         self.connected = False
-        # True from publishing a new track until the supervisor starts warming it up
-        # (see camfleet.ingest.warmup).
-        self.fresh = False
-        self._last_media_us = 0
 
     @property
     def ready(self) -> bool:
@@ -118,7 +113,6 @@ class Publisher:
                 f"livekit-server did not accept camera {self.camera}'s track"
             ) from None
         self.source, self.publication, self.shape = source, publication, shape
-        self.fresh, self._last_media_us = True, 0
         log.info("track published", extra={"track_sid": publication.sid})
 
     async def republish(self, shape: TrackShape) -> None:
@@ -153,22 +147,12 @@ class Publisher:
                 height=frame.height,
                 codec=rtc.VideoCodec.H264,
                 frame_type=frame_type,
-                timestamp_us=self._media_time(frame.media_us),
+                timestamp_us=frame.media_us,
                 metadata=rtc.FrameMetadata(
                     user_timestamp=frame.arrival_us, frame_id=frame.frame_id
                 ),
             )
         )
-
-    def _media_time(self, media_us: int) -> int:
-        """Strictly increasing by at least 1 ms, whatever is sent: WebRTC drops a frame that
-        does not move its clock forward, and the SDK keys frame metadata by this time."""
-        self._last_media_us = max(media_us, self._last_media_us + MIN_MEDIA_STEP_US)
-        return self._last_media_us
-
-    def keyframe_requested(self) -> bool:
-        """Did a subscriber (or the SFU) ask for a keyframe since the last call?"""
-        return self.feedback().keyframe_requested
 
     def feedback(self) -> rtc.EncodedVideoSourceFeedback:
         """The sender's feedback since the last call: keyframe requests, rate control."""
@@ -179,10 +163,6 @@ class Publisher:
     def _on_reconnecting(self) -> None:
         log.warning("livekit connection lost, the SDK is resuming it")
         self.connected = False
-        # True from publishing a new track until the supervisor starts warming it up
-        # (see camfleet.ingest.warmup).
-        self.fresh = False
-        self._last_media_us = 0
 
     def _on_reconnected(self) -> None:
         log.info("livekit connection resumed")
@@ -208,10 +188,6 @@ class Publisher:
     async def close(self) -> None:
         """Unpublish and leave, bounded in time: shutdown must not hang on a dead server."""
         self.connected = False
-        # True from publishing a new track until the supervisor starts warming it up
-        # (see camfleet.ingest.warmup).
-        self.fresh = False
-        self._last_media_us = 0
         await self._unpublish()
         room, self.room = self.room, None
         if room is not None:

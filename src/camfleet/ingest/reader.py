@@ -43,13 +43,15 @@ ReaderEvent = SourceOpened | StampedFrame | IngestFailure
 
 
 class Increasing:
-    """Clamp a clock to strictly increasing values (WebRTC and subscribers rely on it)."""
+    """Clamp a clock to strictly increasing values, at least ``step`` apart (WebRTC and
+    subscribers rely on it)."""
 
-    def __init__(self) -> None:
-        self.last = -1
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+        self.last = -step
 
     def __call__(self, value: int) -> int:
-        self.last = max(value, self.last + 1)
+        self.last = max(value, self.last + self.step)
         return self.last
 
 
@@ -70,7 +72,9 @@ class SourceReader(threading.Thread):
         self.keyframe_request = keyframe_request
         self._stopping = threading.Event()
         self._arrival = Increasing()
-        self._media = Increasing()
+        # The RTP clock: WebRTC drops a frame that does not move it forward (90 kHz, so 1 ms
+        # apart is always a new tick), and the SDK keys frame metadata by it.
+        self._media = Increasing(step=1_000)
 
     def _frame(
         self, au: AccessUnit, frame_id: int, arrival_us: int, media_us: int, info: SourceInfo
