@@ -124,13 +124,17 @@ def start_ingest(server: LiveKitServer, url: str, work: Path, name: str) -> Work
     return Worker(proc, lambda: ingest_frames(port))
 
 
+def jsmpeg_transcoder(url: str) -> list[str]:
+    """The seed's path: FFmpeg decodes the camera and re-encodes MPEG-1 in MPEG-TS for JSMpeg's
+    decoder (the output, `-`, is left to the caller's options)."""
+    args = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url]
+    return [*args, "-f", "mpegts", "-codec:v", "mpeg1video", "-b:v", "2000k", "-bf", "0", "-an"]
+
+
 def start_jsmpeg(url: str, work: Path, name: str) -> Worker:
-    # The seed's path: FFmpeg decodes the camera and re-encodes MPEG-1 for JSMpeg's decoder.
     progress = work / f"{name}.progress"
     progress.write_text("")
-    args = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url]
-    args += ["-f", "mpegts", "-codec:v", "mpeg1video", "-b:v", "2000k", "-bf", "0", "-an"]
-    args += ["-progress", str(progress), "-stats_period", "0.5", "-"]
+    args = [*jsmpeg_transcoder(url), "-progress", str(progress), "-stats_period", "0.5", "-"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Worker(proc, lambda: ffmpeg_frames(progress))
 

@@ -39,13 +39,14 @@ from playwright.async_api import async_playwright
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from ingest_media import jsmpeg_transcoder  # noqa: E402
 from viewer_drift import chromium_cpu_seconds  # noqa: E402
 from viewer_drift import measure as measure_viewer  # noqa: E402
 
 from camfleet.testbed.browser import launch_chromium  # noqa: E402
 from camfleet.testbed.process import free_port  # noqa: E402
 from camfleet.testbed.rtsp import RtspCamera  # noqa: E402
-from camfleet.testbed.tools import ffmpeg, tools_dir  # noqa: E402
+from camfleet.testbed.tools import tools_dir  # noqa: E402
 
 JSMPEG_PACKAGE = "@cycjimmy/jsmpeg-player@6.1.2"
 JSMPEG_DIR = Path.home() / ".cache" / "camfleet" / "jsmpeg-player-6.1.2"
@@ -106,9 +107,7 @@ class Relay:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        args = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp"]
-        args += ["-i", self.source_url, "-f", "mpegts", "-codec:v", "mpeg1video"]
-        args += ["-b:v", "2000k", "-bf", "0", "-an", "-"]
+        args = [*jsmpeg_transcoder(self.source_url), "-"]
         self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
         asyncio.get_running_loop().create_task(self._pump())
         return runner

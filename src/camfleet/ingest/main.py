@@ -117,6 +117,12 @@ class Supervisor:
                 "transient failure", extra={"reason": failure.reason, "detail": failure.message}
             )
 
+    async def _retry_after(self, backoff: Backoff, side: str, what: str) -> None:
+        delay = backoff.next_delay()
+        self.state.reconnecting(side)
+        log.info("reconnecting to %s", what, extra={"delay_s": round(delay, 2)})
+        await self._sleep(delay)
+
     async def _sleep(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), delay)
@@ -150,10 +156,7 @@ class Supervisor:
             await asyncio.to_thread(reader.join, self.settings.read_timeout_s + STALL_GRACE_S)
             if self.stop.is_set():
                 return
-            delay = backoff.next_delay()
-            self.state.reconnecting("source")
-            log.info("reconnecting to the camera", extra={"delay_s": round(delay, 2)})
-            await self._sleep(delay)
+            await self._retry_after(backoff, "source", "the camera")
 
     def _enqueue(self, queue: asyncio.Queue[ReaderEvent], event: ReaderEvent) -> None:
         if isinstance(event, StampedFrame) and queue.qsize() >= MAX_QUEUED_FRAMES:
@@ -314,10 +317,7 @@ class Supervisor:
                 self._fail(failure)
             if self.stop.is_set():
                 return
-            delay = backoff.next_delay()
-            self.state.reconnecting("livekit")
-            log.info("reconnecting to livekit-server", extra={"delay_s": round(delay, 2)})
-            await self._sleep(delay)
+            await self._retry_after(backoff, "livekit", "livekit-server")
 
     async def _stay_published(self, backoff: Backoff) -> None:
         """Join the room, publish once the camera answers, follow attribute and shape changes
