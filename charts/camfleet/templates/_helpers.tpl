@@ -81,6 +81,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* The operator Deployment's name for one shard: (dict "root" $ "shard" $shard) */}}
+{{- define "camfleet.operator.shardName" -}}
+{{- $name := include "camfleet.operator.fullname" .root -}}
+{{- if .shard.name }}{{ printf "%s-%s" $name .shard.name }}{{ else }}{{ $name }}{{ end -}}
+{{- end -}}
+
 {{/* Peering object name of one shard: (dict "root" $ "shard" $shard) */}}
 {{- define "camfleet.peeringName" -}}
 {{- $base := default (include "camfleet.fullname" .root) .root.Values.operator.peering.name -}}
