@@ -39,7 +39,8 @@ image-%:         ## build one image: make image-operator (REGISTRY=..., DOCKER=p
 	$(DOCKER) build -f images/$*/Dockerfile -t $(REGISTRY)/camfleet-$*:$(APP_VERSION) \
 		--build-arg VERSION=$(APP_VERSION) --build-arg REVISION=$(REVISION) $(IMAGE_BUILD_ARGS) .
 
-chart:           ## regenerate the chart README's values table and the kustomize base in deploy/
+chart:           ## regenerate from their sources: the chart's CRD copy, its README's values table, deploy/
+	cp crds/camera.yaml charts/camfleet/crds/camera.yaml  # Helm installs CRDs only from the chart's crds/
 	.venv/bin/python scripts/render-chart-readme
 	.venv/bin/python scripts/render-deploy
 

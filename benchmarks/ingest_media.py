@@ -1,6 +1,6 @@
 """Ingest benchmarks on loopback: CPU/RSS per camera, glass-to-glass latency, stamp accuracy.
 
-Real servers from the test bed (GStreamer RTSP camera, livekit-server), real `camfleet ingest`
+Real servers from the test bed (GStreamer RTSP camera, livekit-server), real `camfleet-ingest`
 processes, a real subscriber (Python LiveKit SDK).
 
     .venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5,20 --seconds 20
@@ -45,13 +45,13 @@ import av
 import numpy as np
 from livekit import rtc
 
-from camfleet import pattern
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.process import free_port
-from camfleet.testbed.rtsp import RtspCamera
-from camfleet.testbed.tools import ffmpeg, tools_dir
+from camfleet_dev import pattern
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.process import free_port
+from camfleet_dev.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.tools import ffmpeg, tools_dir
 
-CAMFLEET = str(Path(sys.executable).with_name("camfleet"))
+INGEST = str(Path(sys.executable).with_name("camfleet-ingest"))
 PERIOD = 200
 
 
@@ -120,7 +120,7 @@ def start_ingest(server: LiveKitServer, url: str, work: Path, name: str) -> Work
         CAMFLEET_INGEST_TERMINATION_LOG=str(work / f"{name}.termination"),
     )
     log = (work / f"{name}.log").open("ab")
-    proc = subprocess.Popen([CAMFLEET, "ingest"], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen([INGEST], env=env, stdout=log, stderr=log)
     return Worker(proc, lambda: ingest_frames(port))
 
 

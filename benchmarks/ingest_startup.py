@@ -1,6 +1,6 @@
 """Time from a fresh publication to a subscriber's first frame (the on-demand start-up).
 
-Starts livekit-server and the RTSP test camera, then, per case, a fresh `camfleet ingest` and a
+Starts livekit-server and the RTSP test camera, then, per case, a fresh `camfleet-ingest` and a
 Python SDK subscriber: either waiting in the room before the ingest starts ("waiting") or joining
 once the ingest logs "publishing" plus a delay ("late+N"). Prints each case's timeline (seconds
 since the case started). With `--debug-livekit`, livekit-server logs at debug level and the script
@@ -26,12 +26,12 @@ from typing import Any
 
 from livekit import rtc
 
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.process import free_port
-from camfleet.testbed.rtsp import RtspCamera
-from camfleet.testbed.tools import tools_dir
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.process import free_port
+from camfleet_dev.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.tools import tools_dir
 
-CAMFLEET = str(Path(sys.executable).with_name("camfleet"))
+INGEST = str(Path(sys.executable).with_name("camfleet-ingest"))
 Event = tuple[str, str, float]
 
 
@@ -95,7 +95,7 @@ async def run_case(
     with log_path.open("wb") as log:
         # A plain Popen on purpose: the ingest is started and stopped once per case.
         ingest = subprocess.Popen(  # noqa: ASYNC220
-            [CAMFLEET, "ingest"], env=env, stdout=log, stderr=log
+            [INGEST], env=env, stdout=log, stderr=log
         )
         events.append(("ingest", "started", time.monotonic() - t0))
         try:

@@ -31,10 +31,10 @@ from typing import Any
 import aiohttp
 from livekit import api
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.process import ManagedProcess, free_port, http_ok
-from camfleet.testbed.tools import repo_root
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.process import ManagedProcess, free_port, http_ok
+from camfleet_dev.testbed.tools import repo_root
 from camfleet_operator import kube as paths
 from camfleet_operator.kube import Conflict, Kube, KubeError
 

@@ -12,7 +12,7 @@ Both in the same headless Chromium build, playing the test bed's RTSP camera (H.
   use; its WASM decoder) onto a canvas, once with JSMpeg's WebGL renderer and once with its
   Canvas2D one (headless Chromium's WebGL is SwiftShader, i.e. software).
 - `camfleet`: the real viewer page on the real stack (`viewer_drift.measure`: kube-apiserver,
-  Redis, livekit-server, `camfleet ingest`, the example AI worker, the gateway): WebRTC video
+  Redis, livekit-server, `camfleet-ingest`, the example AI worker, the gateway): WebRTC video
   decoded by Chromium, with the AI boxes drawn over it.
 
 Chromium's CPU is utime+stime of every Chromium process below this one (browser, renderer, GPU,
@@ -43,10 +43,10 @@ from ingest_media import jsmpeg_transcoder  # noqa: E402
 from viewer_drift import chromium_cpu_seconds  # noqa: E402
 from viewer_drift import measure as measure_viewer  # noqa: E402
 
-from camfleet.testbed.browser import launch_chromium  # noqa: E402
-from camfleet.testbed.process import free_port  # noqa: E402
-from camfleet.testbed.rtsp import RtspCamera  # noqa: E402
-from camfleet.testbed.tools import tools_dir  # noqa: E402
+from camfleet_dev.testbed.browser import launch_chromium  # noqa: E402
+from camfleet_dev.testbed.process import free_port  # noqa: E402
+from camfleet_dev.testbed.rtsp import RtspCamera  # noqa: E402
+from camfleet_dev.testbed.tools import tools_dir  # noqa: E402
 
 JSMPEG_PACKAGE = "@cycjimmy/jsmpeg-player@6.1.2"
 JSMPEG_DIR = Path.home() / ".cache" / "camfleet" / "jsmpeg-player-6.1.2"

@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
 from viewer_stack import ViewerStack  # noqa: E402
 
-from camfleet.testbed.browser import launch_chromium  # noqa: E402
-from camfleet.testbed.kube import KubeCluster  # noqa: E402
-from camfleet.testbed.livekit import LiveKitServer  # noqa: E402
-from camfleet.testbed.redis import RedisServer  # noqa: E402
-from camfleet.testbed.rtsp import RtspCamera  # noqa: E402
-from camfleet.testbed.tools import tools_dir  # noqa: E402
+from camfleet_dev.testbed.browser import launch_chromium  # noqa: E402
+from camfleet_dev.testbed.kube import KubeCluster  # noqa: E402
+from camfleet_dev.testbed.livekit import LiveKitServer  # noqa: E402
+from camfleet_dev.testbed.redis import RedisServer  # noqa: E402
+from camfleet_dev.testbed.rtsp import RtspCamera  # noqa: E402
+from camfleet_dev.testbed.tools import tools_dir  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 CLIP_FRAMES = 200  # the test clip's frame code loops every 200 frames

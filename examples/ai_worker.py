@@ -9,7 +9,7 @@ test camera it finds the moving orange square exactly, frame by frame.
         --camera default/lobby --livekit-url ws://127.0.0.1:7880 --redis-url redis://127.0.0.1:6379/0
 
 Each event carries `ts = user_timestamp // 1000` and `frame = frame_id` of the frame it was
-computed on (design §6), so the viewer draws it on that very frame.
+computed on (docs/ai-sdk.md), so the viewer draws it on that very frame.
 """
 
 from __future__ import annotations

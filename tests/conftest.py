@@ -15,12 +15,12 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
-from camfleet.testbed.browser import launch_chromium
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.redis import RedisServer
-from camfleet.testbed.rtsp import RtspCamera
-from camfleet.testbed.tools import repo_root, tools_dir
+from camfleet_dev.testbed.browser import launch_chromium
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.redis import RedisServer
+from camfleet_dev.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.tools import repo_root, tools_dir
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import sys
 import kopf
 from pydantic import ValidationError
 
+from camfleet_operator.context import Context
 from camfleet_operator.main import register
-from camfleet_operator.reconcile import Context
 from camfleet_operator.settings import Settings
 
 

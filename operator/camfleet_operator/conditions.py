@@ -9,15 +9,20 @@ conventions: `observedGeneration`, a `phase`, and metav1.Condition-shaped condit
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from camfleet import ingest_contract as ic
+from camfleet.camera import Camera, CameraStatus, Condition, ConditionStatus, Phase
 from camfleet_operator import constants as c
-from camfleet_operator.model import Camera
 
 MAX_MESSAGE = 256
+# A fresh ingest publishes a second or two before its readiness probe passes (first probe after
+# 1 s, then every 2 s). Publishing without readiness is a fault only after this long, or when
+# the Camera was already Live or Degraded (then readiness was lost, not yet to be won).
+NOT_READY_GRACE = timedelta(seconds=20)
 _CREDENTIALS_IN_URL = re.compile(r"(://)[^/@\s]+@")
 _IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 
@@ -33,6 +38,7 @@ class Observed(BaseModel):
     restarts: int = 0
     waiting_reason: str | None = None  # e.g. CrashLoopBackOff, ImagePullBackOff
     termination_message: str | None = None  # the ingest's last termination message
+    container_started_at: datetime | None = None  # when the running ingest container started
     publishing_video: bool = False
     attributes: Mapping[str, str] = Field(default_factory=dict)
     conflict: str | None = None  # a child exists that this Camera does not own
@@ -70,7 +76,7 @@ def parse_termination(message: str | None) -> Failure | None:
     else:
         head, _, tail = text.partition(":")
         reason, detail = head.strip(), tail.strip()
-    if reason in c.INGEST_FAILURE_REASONS:
+    if reason in ic.FAILURE_REASONS:
         return Failure(reason=reason, message=scrub(detail or reason))
     return Failure(reason=c.REASON_INGEST_CRASHED, message=scrub(text))
 
@@ -81,30 +87,30 @@ def format_time(now: datetime) -> str:
 
 def _condition(
     type_: str,
-    status: str,
+    status: ConditionStatus,
     reason: str,
     message: str,
     *,
     generation: int,
-    previous: Mapping[str, Mapping[str, Any]],
+    previous: Mapping[str, Condition],
     now: str,
-) -> dict[str, Any]:
+) -> Condition:
     before = previous.get(type_)
-    unchanged = before is not None and before.get("status") == status
-    return {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": before["lastTransitionTime"] if unchanged and before else now,
-        "observedGeneration": generation,
-    }
+    unchanged = before is not None and before.status == status
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=before.last_transition_time if unchanged and before else now,
+        observed_generation=generation,
+    )
 
 
 def _publishing_message(camera: Camera, attributes: Mapping[str, str]) -> str:
     details = [
         f"{key} {attributes[key]}"
-        for key in (c.ATTR_CODEC, c.ATTR_RESOLUTION, c.ATTR_FPS)
+        for key in (ic.ATTR_CODEC, ic.ATTR_RESOLUTION, ic.ATTR_FPS)
         if attributes.get(key)
     ]
     suffix = f" ({', '.join(details)})" if details else ""
@@ -113,26 +119,31 @@ def _publishing_message(camera: Camera, attributes: Mapping[str, str]) -> str:
 
 def _fps(attributes: Mapping[str, str]) -> float | None:
     try:
-        return round(float(attributes[c.ATTR_FPS]), 2)
+        return round(float(attributes[ic.ATTR_FPS]), 2)
     except (KeyError, ValueError):
         return None
+
+
+def _still_starting(observed: Observed, previous: CameraStatus | None, now: datetime) -> bool:
+    """Publishing without a ready pod is part of a normal start (not a fault) while the
+    container is young and the Camera has not been Live or Degraded since."""
+    if previous is not None and previous.phase in (c.PHASE_LIVE, c.PHASE_DEGRADED):
+        return False
+    started = observed.container_started_at
+    return started is not None and now - started < NOT_READY_GRACE
 
 
 def compute_status(
     camera: Camera,
     observed: Observed,
-    previous: Mapping[str, Any] | None,
+    previous: CameraStatus | None,
     now: datetime,
-) -> dict[str, Any]:
-    """The Camera's whole status for this pass (keys with no value are left out)."""
+) -> CameraStatus:
+    """The Camera's whole status for this pass."""
     stamp = format_time(now)
-    prev_conditions = {
-        cond["type"]: cond
-        for cond in (previous or {}).get("conditions") or []
-        if isinstance(cond, Mapping) and "type" in cond
-    }
+    prev_conditions = {cond.type: cond for cond in ((previous and previous.conditions) or ())}
 
-    def cond(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
+    def cond(type_: str, status: ConditionStatus, reason: str, message: str) -> Condition:
         return _condition(
             type_,
             status,
@@ -149,6 +160,7 @@ def compute_status(
     last_error: str | None = None
     codec = resolution = None
     fps: float | None = None
+    phase: Phase
 
     if observed.conflict:
         reason, message = c.REASON_CHILD_CONFLICT, scrub(observed.conflict)
@@ -171,11 +183,11 @@ def compute_status(
         # The ingest stays in the room while it reconnects to a camera that went away (and joins
         # it before a camera that never answered), and says so in its attributes; its pod's
         # readiness drops too, but only the attribute has a reason.
-        source_down = attributes.get(c.ATTR_STATE) == c.STATE_RECONNECTING
+        source_down = attributes.get(ic.ATTR_STATE) == ic.STATE_RECONNECTING
         receiving = not source_down and (publishing or observed.ready_replicas > 0)
         # SourceReachable: frames flowing proves it; a classified ingest failure disproves it.
         if source_down:
-            down_reason = attributes.get(c.ATTR_REASON) or c.REASON_UNREACHABLE
+            down_reason = attributes.get(ic.ATTR_REASON) or ic.UNREACHABLE
             source = cond(
                 c.COND_SOURCE_REACHABLE,
                 "False",
@@ -184,7 +196,7 @@ def compute_status(
             )
         elif receiving:
             source = cond(c.COND_SOURCE_REACHABLE, "True", c.REASON_RECEIVING, "frames flowing")
-        elif failure and failure.reason != c.REASON_PUBLISH_REJECTED:
+        elif failure and failure.reason != ic.PUBLISH_REJECTED:
             source = cond(c.COND_SOURCE_REACHABLE, "False", failure.reason, failure.message)
         elif observed.waiting_reason in _IMAGE_PULL_REASONS:
             source = cond(
@@ -209,12 +221,12 @@ def compute_status(
             )
         # Publishing: only LiveKit can say; a LiveKit we cannot ask leaves it Unknown.
         if publishing:
-            mode = attributes.get(c.ATTR_MODE)
+            mode = attributes.get(ic.ATTR_MODE)
             reason = c.REASON_TRANSCODING if mode == "transcode" else c.REASON_PASSTHROUGH
             message = _publishing_message(camera, attributes)
             publish = cond(c.COND_PUBLISHING, "True", reason, message)
-            codec = attributes.get(c.ATTR_CODEC) or None
-            resolution = attributes.get(c.ATTR_RESOLUTION) or None
+            codec = attributes.get(ic.ATTR_CODEC) or None
+            resolution = attributes.get(ic.ATTR_RESOLUTION) or None
             fps = _fps(attributes)
         elif observed.livekit_error:
             publish = cond(
@@ -223,7 +235,7 @@ def compute_status(
                 c.REASON_LIVEKIT_UNAVAILABLE,
                 scrub(observed.livekit_error),
             )
-        elif failure and failure.reason == c.REASON_PUBLISH_REJECTED:
+        elif failure and failure.reason == ic.PUBLISH_REJECTED:
             publish = cond(c.COND_PUBLISHING, "False", failure.reason, failure.message)
         else:
             publish = cond(
@@ -237,9 +249,11 @@ def compute_status(
             phase = c.PHASE_DEGRADED  # the camera went away; the ingest reconnects by itself
         elif publishing and observed.ready_replicas > 0:
             phase = c.PHASE_LIVE
+        elif publishing and _still_starting(observed, previous, now):
+            phase = c.PHASE_CONNECTING  # frames flow; the readiness probe has not run yet
         elif publishing:
             phase = c.PHASE_DEGRADED  # in the room, but the pod says frames stopped
-        elif failure and failure.reason in c.PERMANENT_FAILURE_REASONS:
+        elif failure and failure.reason in ic.PERMANENT_FAILURE_REASONS:
             phase = c.PHASE_FAILED
         elif failure or observed.restarts > 0:
             phase = c.PHASE_DEGRADED
@@ -249,37 +263,96 @@ def compute_status(
             phase = c.PHASE_PENDING
 
         if phase == c.PHASE_LIVE:
-            ready = cond(c.COND_READY, "True", c.REASON_LIVE, publish["message"])
+            ready = cond(c.COND_READY, "True", c.REASON_LIVE, publish.message)
         elif failure and not publishing:
             ready = cond(c.COND_READY, "False", failure.reason, failure.message)
-        elif source["status"] != "True":
-            ready = cond(c.COND_READY, "False", source["reason"], source["message"])
+        elif source.status != "True":
+            ready = cond(c.COND_READY, "False", source.reason, source.message)
+        elif publishing and phase == c.PHASE_CONNECTING:
+            ready = cond(
+                c.COND_READY,
+                "False",
+                c.REASON_INGEST_STARTING,
+                "publishing; waiting for the ingest pod's readiness probe",
+            )
         elif publishing:
             ready = cond(
                 c.COND_READY, "False", c.REASON_NOT_READY, "publishing but the pod is not ready"
             )
         else:
-            ready = cond(c.COND_READY, "False", publish["reason"], publish["message"])
+            ready = cond(c.COND_READY, "False", publish.reason, publish.message)
 
         if source_down:
-            last_error = f"{source['reason']}: {source['message']}"
+            last_error = f"{source.reason}: {source.message}"
         elif failure and not publishing:
             last_error = f"{failure.reason}: {failure.message}"
         elif observed.livekit_error:
             last_error = f"{c.REASON_LIVEKIT_UNAVAILABLE}: {scrub(observed.livekit_error)}"
 
-    status: dict[str, Any] = {
-        "observedGeneration": camera.generation,
-        "phase": phase,
-        "conditions": [source, publish, ready],
-        "room": camera.room,
-        "codec": codec,
-        "resolution": resolution,
-        "fps": fps,
-        "restarts": observed.restarts,
-        "lastError": last_error,
-    }
-    return {k: v for k, v in status.items() if v is not None}
+    return CameraStatus(
+        observed_generation=camera.generation,
+        phase=phase,
+        conditions=(source, publish, ready),
+        room=camera.room,
+        codec=codec,
+        resolution=resolution,
+        fps=fps,
+        restarts=observed.restarts,
+        last_error=last_error,
+    )
+
+
+def spec_problems(exc: ValidationError) -> list[str]:
+    """Each refused field as `spec.<path>: <why>`, without the refused values (a URL may hold
+    what its owner did not mean to publish)."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        where = ".".join(str(part) for part in err["loc"])
+        problems.append(f"spec.{where}: {err['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def refused_status(
+    generation: int, problems: list[str], previous: CameraStatus | None, now: datetime
+) -> CameraStatus:
+    """The status of a Camera whose spec the model refuses (one that the installed CRD let
+    through, e.g. created before the CRD's rules): Failed, naming the fields; nothing runs."""
+    url = any(problem.startswith("spec.source.url:") for problem in problems)
+    reason = c.REASON_MALFORMED_URL if url else c.REASON_INVALID_SPEC
+    message = scrub("; ".join(problems) or "the spec does not match camfleet's model")
+    stamp = format_time(now)
+    prev = {cond.type: cond for cond in ((previous and previous.conditions) or ())}
+
+    def cond(type_: str, status: ConditionStatus) -> Condition:
+        return _condition(
+            type_, status, reason, message, generation=generation, previous=prev, now=stamp
+        )
+
+    return CameraStatus(
+        observed_generation=generation,
+        phase=c.PHASE_FAILED,
+        conditions=(
+            cond(c.COND_SOURCE_REACHABLE, "Unknown"),
+            cond(c.COND_PUBLISHING, "False"),
+            cond(c.COND_READY, "False"),
+        ),
+        last_error=f"{reason}: {message}",
+    )
+
+
+def status_body(status: CameraStatus) -> dict[str, Any]:
+    """The status as the API server stores it (camelCase keys; keys with no value left out)."""
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def parse_status(raw: Mapping[str, Any] | None) -> CameraStatus | None:
+    """A stored status read back, or None when there is none or it is not ours to read."""
+    if not raw:
+        return None
+    try:
+        return CameraStatus.model_validate(dict(raw))
+    except ValidationError:
+        return None  # written by something else (or an older operator): recomputed in full
 
 
 def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,11 +2,7 @@
 
 from typing import Final
 
-GROUP: Final = "camfleet.io"
-VERSION: Final = "v1alpha1"
-KIND: Final = "Camera"
-PLURAL: Final = "cameras"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
+from camfleet import camera
 
 FIELD_MANAGER: Final = "camfleet-operator"
 FINALIZER: Final = "camfleet.io/finalizer"
@@ -29,28 +25,9 @@ ANN_TOKEN_ROOM: Final = "camfleet.io/token-room"
 ANN_TOKEN_IDENTITY: Final = "camfleet.io/token-identity"
 ANN_TOKEN_ISSUER: Final = "camfleet.io/token-issuer"  # the LiveKit API key (not the secret)
 
-# The ingest container contract (see src/camfleet/ingest and design section 5).
+# The ingest pod's parts that only the operator names (the rest: camfleet.ingest_contract).
 INGEST_CONTAINER: Final = "ingest"
-INGEST_COMMAND: Final = ("camfleet", "ingest")
-INGEST_PORT: Final = 8080
-INGEST_PORT_NAME: Final = "http"
-INGEST_HEALTH_PATH: Final = "/healthz"
-TOKEN_MOUNT_DIR: Final = "/var/run/camfleet/livekit"
-TOKEN_KEY: Final = "token"
 TOKEN_VOLUME: Final = "livekit-token"
-TERMINATION_LOG: Final = "/dev/termination-log"
-ENV_PREFIX: Final = "CAMFLEET_INGEST_"
-
-# Participant attributes the ingest publishes while connected.
-ATTR_CODEC: Final = "codec"
-ATTR_RESOLUTION: Final = "resolution"
-ATTR_FPS: Final = "fps"
-ATTR_MODE: Final = "mode"
-# Set only while the camera is down and the ingest stays in the room: `state: reconnecting` and
-# `reason` (Unreachable, ...); absent while frames flow.
-ATTR_STATE: Final = "state"
-ATTR_REASON: Final = "reason"
-STATE_RECONNECTING: Final = "reconnecting"
 
 # Condition types.
 COND_SOURCE_REACHABLE: Final = "SourceReachable"
@@ -65,32 +42,9 @@ PHASE_LIVE: Final = "Live"
 PHASE_DEGRADED: Final = "Degraded"
 PHASE_STOPPED: Final = "Stopped"
 PHASE_FAILED: Final = "Failed"
-PHASES: Final = (
-    PHASE_PENDING,
-    PHASE_CONNECTING,
-    PHASE_LIVE,
-    PHASE_DEGRADED,
-    PHASE_STOPPED,
-    PHASE_FAILED,
-)
+PHASES: Final = camera.PHASES  # the status contract's order
 
-# Condition reasons. The first four are written by the ingest into its termination message.
-REASON_AUTH_FAILED: Final = "AuthFailed"
-REASON_UNREACHABLE: Final = "Unreachable"
-REASON_CODEC_UNSUPPORTED: Final = "CodecUnsupported"
-REASON_PUBLISH_REJECTED: Final = "PublishRejected"
-INGEST_FAILURE_REASONS: Final = (
-    REASON_AUTH_FAILED,
-    REASON_UNREACHABLE,
-    REASON_CODEC_UNSUPPORTED,
-    REASON_PUBLISH_REJECTED,
-)
-# Failures that a restart will not cure: the phase becomes Failed rather than Degraded.
-PERMANENT_FAILURE_REASONS: Final = (
-    REASON_AUTH_FAILED,
-    REASON_CODEC_UNSUPPORTED,
-    REASON_PUBLISH_REJECTED,
-)
+# Condition reasons (the ingest's own failure reasons are in camfleet.ingest_contract).
 REASON_INGEST_CRASHED: Final = "IngestCrashed"  # terminated without a machine-readable reason
 REASON_IMAGE_PULL: Final = "ImagePullFailed"
 REASON_PASSTHROUGH: Final = "Passthrough"
@@ -104,6 +58,8 @@ REASON_NOT_READY: Final = "IngestNotReady"
 REASON_PAUSED: Final = "Paused"
 REASON_WAITING_FOR_VIEWER: Final = "WaitingForViewer"
 REASON_CHILD_CONFLICT: Final = "ChildConflict"
+REASON_INVALID_SPEC: Final = "InvalidSpec"  # a spec the model refuses (the CRD let it through)
+REASON_MALFORMED_URL: Final = "MalformedURL"  # the same, for source.url
 REASON_LIVEKIT_UNAVAILABLE: Final = "LiveKitUnavailable"
 REASON_LIVE: Final = "Live"
 

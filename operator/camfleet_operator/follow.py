@@ -7,9 +7,13 @@ import logging
 import time
 
 import kopf
+from pydantic import ValidationError
 
+from camfleet.camera import CameraSpec
 from camfleet_operator import constants as c
-from camfleet_operator.reconcile import Context, grace_over, sync
+from camfleet_operator.conditions import parse_status
+from camfleet_operator.context import Context
+from camfleet_operator.reconcile import grace_over, sync
 
 # Not every change the status depends on comes with an event (the ingest's participant
 # attributes do not): a Camera whose ingest runs but is not Live is looked at again after this
@@ -19,6 +23,17 @@ UNSETTLED_PHASES = frozenset({c.PHASE_CONNECTING, c.PHASE_DEGRADED})
 UNSETTLED_POLL_SECONDS = 5.0
 UNSETTLED_POLL_MAX_SECONDS = 60.0
 ON_DEMAND_CHECK_SECONDS = 1.0
+
+
+def _look(body: kopf.Body) -> tuple[bool, str | None]:
+    """The Camera's `onDemand` and its stored phase, read through the contract models; a spec
+    the models refuse counts as not on demand (the pass itself reports it in the status)."""
+    try:
+        on_demand = CameraSpec.model_validate(dict(body.get("spec") or {})).on_demand
+    except ValidationError:
+        on_demand = False
+    status = parse_status(body.get("status"))
+    return on_demand, (status.phase if status else None)
 
 
 async def _woken(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, within: float | None) -> bool:
@@ -49,11 +64,10 @@ async def follow(
     """
     uid = str((body.get("metadata") or {}).get("uid"))
     wakeup = ctx.wakeup(uid)
-    on_demand = bool((body.get("spec") or {}).get("onDemand"))
     last_pass, poll, last_phase = time.monotonic(), UNSETTLED_POLL_SECONDS, None
     while not stopped:
-        # kopf keeps `body` current, so this is the phase our last pass wrote.
-        phase = (body.get("status") or {}).get("phase")
+        # kopf keeps `body` current: the spec as edited now, the phase our last pass wrote.
+        on_demand, phase = _look(body)
         if phase != last_phase:
             last_phase, poll = phase, UNSETTLED_POLL_SECONDS
         timeout: float | None = None

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import aiohttp
 from kubernetes_asyncio import client, config
 
+from camfleet import camera as cam
 from camfleet_operator import constants as c
 
 JSON = "application/json"
@@ -164,7 +165,7 @@ def pods(namespace: str) -> str:
 
 
 def cameras(namespace: str) -> str:
-    return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{q(namespace)}/{c.PLURAL}"
+    return f"/apis/{cam.GROUP}/{cam.VERSION}/namespaces/{q(namespace)}/{cam.PLURAL}"
 
 
 def camera(namespace: str, name: str) -> str:

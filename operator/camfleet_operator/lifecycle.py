@@ -7,8 +7,8 @@ import kopf
 
 from camfleet_operator import constants as c
 from camfleet_operator import webhook
+from camfleet_operator.context import Context
 from camfleet_operator.kube import Kube
-from camfleet_operator.reconcile import Context
 
 
 async def startup(ctx: Context, operator_settings: kopf.OperatorSettings, logger: Any) -> None:

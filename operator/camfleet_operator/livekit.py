@@ -6,6 +6,7 @@ from datetime import timedelta
 import aiohttp
 from livekit import api
 
+from camfleet import tokens
 from camfleet_operator.metrics import Metrics
 from camfleet_operator.model import IssuedToken
 from camfleet_operator.settings import Settings
@@ -114,22 +115,13 @@ class LiveKit:
         # Claim `exp` is computed inside to_jwt from its own clock; recording `now + ttl - 1`
         # keeps the annotation on the safe side of it.
         expires_at = int(time.time()) + ttl - 1
-        grants = api.VideoGrants(
-            room_join=True,
-            room=room,
-            can_publish=True,
-            can_subscribe=False,
-            can_publish_data=True,
-            # The ingest reports codec/resolution/fps/mode as its own participant attributes.
-            can_update_own_metadata=True,
-        )
-        jwt = (
-            api.AccessToken(self._key, self._settings.api_secret())
-            .with_identity(identity)
-            .with_name(name)
-            .with_grants(grants)
-            .with_ttl(timedelta(seconds=ttl))
-            .to_jwt()
+        jwt = tokens.mint(
+            self._key,
+            self._settings.api_secret(),
+            identity=identity,
+            name=name,
+            grants=tokens.publisher_grants(room),
+            ttl=timedelta(seconds=ttl),
         )
         return IssuedToken(
             token=jwt, expires_at=expires_at, room=room, identity=identity, issuer=self._key

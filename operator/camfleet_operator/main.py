@@ -4,9 +4,10 @@ from typing import Any
 
 import kopf
 
+from camfleet import camera as cam
 from camfleet_operator import constants as c
 from camfleet_operator import follow, lifecycle, reconcile
-from camfleet_operator.reconcile import Context
+from camfleet_operator.context import Context
 
 
 def _label_filter(ctx: Context) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def _label_filter(ctx: Context) -> dict[str, Any]:
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     """Register the Camera handlers on `registry`, bound to `ctx` (no module-level state)."""
-    g, v, p = c.GROUP, c.VERSION, c.PLURAL
+    g, v, p = cam.GROUP, cam.VERSION, cam.PLURAL
     labels = _label_filter(ctx)
     interval = ctx.settings.reconcile_interval_seconds
 

@@ -1,6 +1,7 @@
 """What the Camera's status reads from its ingest pods (pure: pods in, facts out)."""
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from camfleet_operator import constants as c
@@ -42,6 +43,7 @@ def observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
     running, restarts, ready = False, 0, 0
     waiting: str | None = None
     message: str | None = None
+    started: datetime | None = None
     for pod in pod_list:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue  # a terminating pod of an old rollout says nothing about the current one
@@ -52,6 +54,7 @@ def observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
             restarts += int(status.get("restartCount") or 0)
             state = status.get("state") or {}
             running = running or "running" in state
+            started = started or _parse_time((state.get("running") or {}).get("startedAt"))
             waiting = waiting or (state.get("waiting") or {}).get("reason")
             terminated = state.get("terminated") or (status.get("lastState") or {}).get(
                 "terminated"
@@ -66,4 +69,15 @@ def observe_pods(pod_list: list[dict[str, Any]]) -> dict[str, Any]:
         "restarts": restarts,
         "waiting_reason": waiting,
         "termination_message": message,
+        "container_started_at": started,
     }
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp as the kubelet writes it (`2026-12-02T01:02:03Z`), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -10,102 +10,36 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
+from camfleet.camera import Camera, CameraStatus, ingest_deployment_name
 from camfleet_operator import constants as c
 from camfleet_operator import kube as paths
 from camfleet_operator.builders.deployment import build_deployment, desired_replicas
 from camfleet_operator.builders.secret import build_secret, issued_token, needs_rotation
-from camfleet_operator.conditions import Observed, compute_status, status_patch
+from camfleet_operator.conditions import (
+    Observed,
+    compute_status,
+    parse_status,
+    refused_status,
+    spec_problems,
+    status_body,
+    status_patch,
+)
+from camfleet_operator.context import Context
 from camfleet_operator.kube import Conflict, Kube, KubeError
-from camfleet_operator.livekit import LiveKit, LiveKitUnavailable, RoomState
-from camfleet_operator.metrics import Metrics
-from camfleet_operator.model import Camera, IngestDefaults
-from camfleet_operator.pods import observe_pods, pod_look
-from camfleet_operator.settings import Settings
+from camfleet_operator.livekit import LiveKitUnavailable, RoomState
+from camfleet_operator.pods import observe_pods
 
 WARNING_PHASES = frozenset({c.PHASE_DEGRADED, c.PHASE_FAILED})
-
-
-@dataclass
-class Context:
-    """Everything a handler needs, built once per process from the settings."""
-
-    settings: Settings
-    metrics: Metrics
-    livekit: LiveKit
-    defaults: IngestDefaults
-    kube: Kube | None = None
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    timers_spread: set[str] = field(default_factory=set)
-    # Event-driven passes: room -> Camera uid (LiveKit webhooks), (namespace, name) -> uid
-    # (ingest pod events), what each ingest pod last looked like, a wake-up per Camera for its
-    # follower, and since when a running on-demand ingest's room has had no viewer (monotonic,
-    # for the grace period).
-    rooms: dict[str, str] = field(default_factory=dict)
-    cameras: dict[tuple[str, str], str] = field(default_factory=dict)
-    pod_looks: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
-    idle_since: dict[str, float] = field(default_factory=dict)
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-    @classmethod
-    def create(cls, settings: Settings, metrics: Metrics | None = None) -> "Context":
-        metrics = metrics or Metrics()
-        return cls(
-            settings=settings,
-            metrics=metrics,
-            livekit=LiveKit(settings, metrics),
-            defaults=settings.ingest_defaults(),
-        )
-
-    def api(self) -> Kube:
-        if self.kube is None:
-            raise RuntimeError("the Kubernetes client is not connected yet (startup not run)")
-        return self.kube
-
-    def wakeup(self, uid: str) -> asyncio.Event:
-        return self.wakeups.setdefault(uid, asyncio.Event())
-
-    def wake(self, room: str) -> bool:
-        """A webhook says something happened in `room`: wake its camera's follower, if any."""
-        uid = self.rooms.get(room)
-        if uid is None:
-            return False
-        self.wakeup(uid).set()
-        return True
-
-    def pod_changed(self, pod: Mapping[str, Any], *, deleted: bool = False) -> bool:
-        """An ingest pod event: wake its camera's follower when the pod's look changed (ready,
-        restarts, container state), not on every resync or label touch."""
-        meta = pod.get("metadata") or {}
-        uid = self.cameras.get(
-            (meta.get("namespace", ""), (meta.get("labels") or {}).get(c.LABEL_CAMERA, ""))
-        )
-        pod_uid = str(meta.get("uid"))
-        if not deleted and meta.get("deletionTimestamp") is None:
-            look, seen = pod_look(pod), self.pod_looks.get(pod_uid)
-            self.pod_looks[pod_uid] = look
-            # First sight (a new pod, or every pod when the operator starts) only records it:
-            # the pass that made the Deployment, or kopf's resume, already looked.
-            if seen is None or seen == look:
-                return False
-        else:
-            self.pod_looks.pop(pod_uid, None)
-        if uid is None:
-            return False  # another shard's Camera, or one this process has not seen yet
-        self.wakeup(uid).set()
-        return True
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        # Timers and change handlers of one Camera may overlap; one pass at a time per Camera.
-        return self.locks.setdefault(uid, asyncio.Lock())
+WARNING_REASONS = frozenset(
+    {c.REASON_CHILD_CONFLICT, c.REASON_INVALID_SPEC, c.REASON_MALFORMED_URL}
+)
 
 
 def owned_by(obj: Mapping[str, Any], camera: Camera) -> bool:
@@ -152,15 +86,15 @@ async def _read_children(
 
 
 async def _observe_room(
-    ctx: Context, camera: Camera, previous_status: Mapping[str, Any], logger: logging.Logger
+    ctx: Context, camera: Camera, previous: CameraStatus | None, logger: logging.Logger
 ) -> tuple[RoomState, str | None]:
     """Ensure the room (LiveKit closes idle rooms) and see who is in it; never raises."""
     try:
         await ctx.livekit.ensure_room(camera.room)
         room = await ctx.livekit.room_state(camera.room, camera.identity)
-        old_room = previous_status.get("room")
+        old_room = previous.room if previous else None
         if old_room and old_room != camera.room:
-            await ctx.livekit.delete_room(str(old_room))  # spec.room changed: retire the old one
+            await ctx.livekit.delete_room(old_room)  # spec.room changed: retire the old one
     except LiveKitUnavailable as exc:
         ctx.metrics.errors.labels(kind="livekit").inc()
         logger.warning("LiveKit unavailable: %s", exc)
@@ -214,9 +148,11 @@ async def sync(ctx: Context, body: kopf.Body, logger: logging.Logger) -> None:
     try:
         camera = Camera.from_body(body)
     except ValidationError as exc:
-        # The CRD schema should have refused it (e.g. an older CRD is installed): no retry fixes it.
+        # The CRD schema should have refused it (an older CRD, or a Camera stored before its
+        # rules): no retry fixes it, so it says why in its status until the spec is fixed.
         ctx.metrics.errors.labels(kind="spec").inc()
-        raise kopf.PermanentError(f"spec does not match camfleet's model: {exc}") from exc
+        await _refuse(ctx, body, exc, logger)
+        return
     async with ctx.lock(camera.uid):
         started = time.perf_counter()
         try:
@@ -225,12 +161,40 @@ async def sync(ctx: Context, body: kopf.Body, logger: logging.Logger) -> None:
             ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
 
+async def _refuse(
+    ctx: Context, body: kopf.Body, exc: ValidationError, logger: logging.Logger
+) -> None:
+    """A Camera the model refuses: Failed with the fields named, and its ingest (started by an
+    operator that accepted the spec) scaled to zero; the room and Secret stay until deletion."""
+    meta = body.get("metadata") or {}
+    uid, namespace, name = str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
+    stored: Mapping[str, Any] = body.get("status") or {}
+    previous = ctx.statuses.get(uid) or parse_status(stored)
+    generation = int(meta.get("generation") or 1)
+    status = refused_status(generation, spec_problems(exc), previous, datetime.now(UTC))
+    async with ctx.lock(uid):
+        api = ctx.api()
+        path = paths.deployments(namespace, ingest_deployment_name(name))
+        try:
+            deployment = await api.get(path)
+            refs = (deployment or {}).get("metadata", {}).get("ownerReferences") or []
+            ours = any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+            if deployment and ours and (deployment.get("spec") or {}).get("replicas"):
+                await api.merge_patch(path, {"spec": {"replicas": 0}})
+        except KubeError as exc_:
+            ctx.metrics.errors.labels(kind="kubernetes").inc()
+            logger.warning("cannot stop the ingest of a refused Camera: %s", exc_)
+        await _write_status(ctx, body, stored, previous, status, logger)
+
+
 async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.Logger) -> None:
     api, settings = ctx.api(), ctx.settings
     ns = camera.namespace
     faults: list[str] = []
     conflict: str | None = None
-    previous_status: Mapping[str, Any] = body.get("status") or {}
+    # The stored status as it is (the merge patch is computed against it) and as read back.
+    stored_status: Mapping[str, Any] = body.get("status") or {}
+    previous = ctx.statuses.get(camera.uid) or parse_status(stored_status)
 
     # The finalizer before anything outside Kubernetes exists: kopf adds it too, but its timers
     # may fire first, and a room created for a Camera without one leaks if it is deleted now.
@@ -255,7 +219,7 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
     # and etcd is spared quorum reads) and the room from LiveKit.
     try:
         (deployment, secret), (room, livekit_error) = await asyncio.gather(
-            _read_children(api, camera), _observe_room(ctx, camera, previous_status, logger)
+            _read_children(api, camera), _observe_room(ctx, camera, previous, logger)
         )
     except KubeError as exc:
         ctx.metrics.errors.labels(kind="kubernetes").inc()
@@ -269,8 +233,7 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
     current_replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
     # While LiveKit cannot say whether anyone watches, an on-demand ingest keeps its state.
     has_viewer = room.viewers > 0 or (livekit_error is not None and current_replicas > 0)
-    ctx.rooms[camera.room] = camera.uid
-    ctx.cameras[(camera.namespace, camera.name)] = camera.uid
+    ctx.track(camera)
     if camera.spec.on_demand:
         has_viewer = _within_grace(ctx, camera.uid, has_viewer, running=current_replicas > 0)
     replicas = desired_replicas(camera, has_viewer=has_viewer)
@@ -350,8 +313,8 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
         livekit_error=livekit_error,
         **pod_state,
     )
-    status = compute_status(camera, observed, previous_status, datetime.now(UTC))
-    await _write_status(ctx, camera, body, previous_status, status, logger)
+    status = compute_status(camera, observed, previous, datetime.now(UTC))
+    await _write_status(ctx, body, stored_status, previous, status, logger)
 
     if faults:
         raise kopf.TemporaryError(
@@ -362,40 +325,43 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
 
 async def _write_status(
     ctx: Context,
-    camera: Camera,
     body: kopf.Body,
-    previous: Mapping[str, Any],
-    status: Mapping[str, Any],
+    stored: Mapping[str, Any],
+    previous: CameraStatus | None,
+    status: CameraStatus,
     logger: logging.Logger,
 ) -> None:
-    ctx.metrics.set_phase(camera.uid, status["phase"])
-    patch = status_patch(previous, status)
+    meta = body.get("metadata") or {}
+    uid, namespace, name = str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name"))
+    assert status.phase is not None  # compute_status always sets it
+    ctx.metrics.set_phase(uid, status.phase)
+    patch = status_patch(stored, status_body(status))
     if not patch:
+        ctx.statuses[uid] = status
         return
     try:
-        await ctx.api().merge_patch(
-            paths.camera_status(camera.namespace, camera.name), {"status": patch}
-        )
+        await ctx.api().merge_patch(paths.camera_status(namespace, name), {"status": patch})
     except KubeError as exc:
         ctx.metrics.errors.labels(kind="status").inc()
         raise kopf.TemporaryError(f"status not written: {exc}", delay=1) from exc
-    old_phase, new_phase = previous.get("phase"), status["phase"]
-    ready = next(cond for cond in status["conditions"] if cond["type"] == c.COND_READY)
+    ctx.statuses[uid] = status
+    old_phase, new_phase = (previous.phase if previous else None), status.phase
+    ready = status.condition(c.COND_READY)
+    assert ready is not None
     if old_phase != new_phase:
-        logger.info("phase %s -> %s (%s)", old_phase or "-", new_phase, ready["reason"])
+        logger.info("phase %s -> %s (%s)", old_phase or "-", new_phase, ready.reason)
         kopf.event(
             body,
             type="Warning" if new_phase in WARNING_PHASES else "Normal",
             reason=c.EVENT_PHASE_CHANGED,
-            message=f"{old_phase or 'New'} -> {new_phase}: {ready['reason']}: {ready['message']}",
+            message=f"{old_phase or 'New'} -> {new_phase}: {ready.reason}: {ready.message}",
         )
-    previous_ready: Mapping[str, Any] = next(
-        (x for x in previous.get("conditions") or [] if x.get("type") == c.COND_READY), {}
-    )
-    if ready["reason"] == c.REASON_CHILD_CONFLICT and previous_ready.get("reason") != (
-        c.REASON_CHILD_CONFLICT
+    previous_ready = previous.condition(c.COND_READY) if previous else None
+    # Reasons that need a person get a Warning of their own, once, when they appear.
+    if ready.reason in WARNING_REASONS and (
+        previous_ready is None or previous_ready.reason != ready.reason
     ):
-        kopf.event(body, type="Warning", reason=c.REASON_CHILD_CONFLICT, message=ready["message"])
+        kopf.event(body, type="Warning", reason=ready.reason, message=ready.message)
 
 
 async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Logger) -> None:
@@ -436,11 +402,4 @@ async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Lo
         except KubeError as exc:
             ctx.metrics.errors.labels(kind="kubernetes").inc()
             raise kopf.TemporaryError(f"children not deleted yet: {exc}", delay=1) from exc
-    ctx.metrics.set_phase(camera.uid, None)
-    ctx.locks.pop(camera.uid, None)
-    ctx.timers_spread.discard(camera.uid)
-    ctx.wakeups.pop(camera.uid, None)
-    ctx.idle_since.pop(camera.uid, None)
-    for room in [r for r, uid in ctx.rooms.items() if uid == camera.uid]:
-        del ctx.rooms[room]
-    ctx.cameras.pop((camera.namespace, camera.name), None)
+    ctx.forget(camera)

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from camfleet.camera import Resources
 from camfleet_operator import constants as c
-from camfleet_operator.model import IngestDefaults, Resources
+from camfleet_operator.model import IngestDefaults
 
 
 class Settings(BaseSettings):

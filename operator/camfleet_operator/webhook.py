@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 from livekit import api
 
-from camfleet_operator.reconcile import Context
+from camfleet_operator.context import Context
 
 log = logging.getLogger("camfleet_operator.webhook")
 WEBHOOK_PATH = "/livekit/webhook"

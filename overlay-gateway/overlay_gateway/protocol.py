@@ -1,4 +1,4 @@
-"""The /ws protocol, version 1: JSON text frames (design §7).
+"""The /ws protocol, version 1: JSON text frames (docs/gateway.md).
 
 Client → server:
     {"type": "subscribe", "cameras": ["ns/name", ...], "since": {"ns/name": "<stream id>"}}

@@ -8,8 +8,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from livekit.api import AccessToken, VideoGrants
-
+from camfleet import tokens
+from camfleet.camera import default_room
 from camfleet.events import CameraRef
 from overlay_gateway.auth import Identity
 
@@ -17,22 +17,11 @@ _IDENTITY_SAFE = re.compile(r"[^A-Za-z0-9_.@:-]+")
 
 
 def room_name(ref: CameraRef, camera: dict[str, Any] | None) -> str:
-    """The Camera's `spec.room`, else the default `<namespace>-<name>` (design §3)."""
+    """The Camera's `spec.room`, else its default room."""
     room = ((camera or {}).get("spec") or {}).get("room")
     if isinstance(room, str) and room:
         return room
-    return f"{ref.namespace}-{ref.name}"
-
-
-def viewer_grants(room: str) -> VideoGrants:
-    return VideoGrants(
-        room_join=True,
-        room=room,
-        can_subscribe=True,
-        can_publish=False,
-        can_publish_data=False,
-        can_update_own_metadata=False,
-    )
+    return default_room(ref.namespace, ref.name)
 
 
 def mint_viewer_token(
@@ -47,11 +36,12 @@ def mint_viewer_token(
     # A random suffix: two tabs of one user must not evict each other (LiveKit identities are
     # unique per room).
     participant = f"viewer:{_IDENTITY_SAFE.sub('_', identity.user)[:64]}:{secrets.token_hex(4)}"
-    token = (
-        AccessToken(api_key, api_secret)
-        .with_identity(participant)
-        .with_name(identity.user[:128])
-        .with_ttl(timedelta(seconds=ttl_seconds))
-        .with_grants(viewer_grants(room))
+    jwt = tokens.mint(
+        api_key,
+        api_secret,
+        identity=participant,
+        name=identity.user[:128],
+        grants=tokens.subscriber_grants(room),
+        ttl=timedelta(seconds=ttl_seconds),
     )
-    return token.to_jwt(), participant, int(time.time()) + ttl_seconds
+    return jwt, participant, int(time.time()) + ttl_seconds

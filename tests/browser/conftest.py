@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest_asyncio
 from viewer_stack import ViewerStack
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.redis import RedisServer
-from camfleet.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.redis import RedisServer
+from camfleet_dev.testbed.rtsp import RtspCamera
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

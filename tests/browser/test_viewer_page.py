@@ -1,6 +1,6 @@
 """The viewer page in real headless Chromium, on the whole media path (see viewer_stack.py).
 
-RTSP test camera (H.264 High 1080p25, passthrough) → `camfleet ingest` → livekit-server →
+RTSP test camera (H.264 High 1080p25, passthrough) → `camfleet-ingest` → livekit-server →
 Chromium's <video>; `examples/ai_worker.py` reads the same room, finds the moving square and
 publishes its box stamped with the frame → Redis → gateway → the page's canvas.
 
@@ -29,9 +29,9 @@ import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page
 from viewer_stack import ViewerStack
 
-from camfleet import pattern
 from camfleet.events import stream_key
-from camfleet.testbed.tools import repo_root
+from camfleet_dev import pattern
+from camfleet_dev.testbed.tools import repo_root
 
 T = TypeVar("T")
 WIDTH, HEIGHT = 1920, 1080

@@ -1,6 +1,6 @@
 """The whole media path for the viewer tests and the drift benchmark, on the test bed's servers.
 
-RTSP test camera → `camfleet ingest` (subprocess) → livekit-server → Chromium, and
+RTSP test camera → `camfleet-ingest` (subprocess) → livekit-server → Chromium, and
 `examples/ai_worker.py` (subprocess, reads the same room) → Redis → the gateway (in-process,
 Kubernetes bearer-token auth against the real kube-apiserver) → the page's WebSocket.
 
@@ -24,16 +24,16 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.process import ManagedProcess, free_port, http_ok
-from camfleet.testbed.redis import RedisServer
-from camfleet.testbed.rtsp import RtspCamera
-from camfleet.testbed.tools import repo_root
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.process import ManagedProcess, free_port, http_ok
+from camfleet_dev.testbed.redis import RedisServer
+from camfleet_dev.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.tools import repo_root
 from overlay_gateway.settings import AuthMode, Settings
 from overlay_gateway.testing import RunningGateway, run_gateway
 
-CAMFLEET = str(Path(sys.executable).with_name("camfleet"))
+INGEST = str(Path(sys.executable).with_name("camfleet-ingest"))
 CAMERA_NAME = "lobby"
 
 VIEWER_RBAC = """
@@ -220,9 +220,7 @@ class ViewerStack:
             CAMFLEET_INGEST_HTTP_PORT=str(self.ingest_port),
             CAMFLEET_INGEST_TERMINATION_LOG=str(self.workdir / "termination-log"),
         )
-        self.ingest = ManagedProcess(
-            "ingest", [CAMFLEET, "ingest"], log_dir=self.workdir / "logs", env=env
-        )
+        self.ingest = ManagedProcess("ingest", [INGEST], log_dir=self.workdir / "logs", env=env)
         self.ingest.start()
 
     def _start_worker(self) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-from camfleet.testbed.process import free_port
-from camfleet.testbed.tools import tool
+from camfleet_dev.testbed.process import free_port
+from camfleet_dev.testbed.tools import tool
 
 THIRD_CAMERA = """
 apiVersion: camfleet.io/v1alpha1
@@ -48,7 +48,7 @@ def _ports() -> list[str]:
 
 def start_up(state_dir: Path, ports: list[str], timeout: float = 180) -> Up:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir), *ports],
+        [sys.executable, "-m", "camfleet_dev.cli", "up", "--state-dir", str(state_dir), *ports],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -111,7 +111,7 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "camfleet-state"
     yield path
     subprocess.run(
-        [sys.executable, "-m", "camfleet.cli", "down", "--state-dir", str(path)],
+        [sys.executable, "-m", "camfleet_dev.cli", "down", "--state-dir", str(path)],
         capture_output=True,
         check=False,
     )
@@ -203,7 +203,7 @@ def test_up_reports_a_port_in_use_in_one_line(state_dir: Path) -> None:
         ports = _ports()
         ports[ports.index("--gateway-port") + 1] = str(port)
         out = subprocess.run(
-            [sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir), *ports],
+            [sys.executable, "-m", "camfleet_dev.cli", "up", "--state-dir", str(state_dir), *ports],
             capture_output=True,
             text=True,
             timeout=60,
@@ -221,7 +221,7 @@ def test_up_reports_a_camera_that_does_not_answer(state_dir: Path) -> None:
     dead = free_port()
     out = subprocess.run(
         [
-            *(sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir)),
+            *(sys.executable, "-m", "camfleet_dev.cli", "up", "--state-dir", str(state_dir)),
             *("--no-demo", "--camera", f"rtsp://admin:pw@127.0.0.1:{dead}/stream", *_ports()),
         ],
         capture_output=True,
@@ -240,7 +240,7 @@ def test_up_points_at_the_setup_script_when_a_tool_is_missing(
     state_dir: Path, tmp_path: Path
 ) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "camfleet.cli", "up", "--state-dir", str(state_dir), *_ports()],
+        [sys.executable, "-m", "camfleet_dev.cli", "up", "--state-dir", str(state_dir), *_ports()],
         capture_output=True,
         text=True,
         timeout=60,

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.tools import repo_root, tool
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.tools import repo_root, tool
 
 ROOT = repo_root()
 CHART = ROOT / "charts" / "camfleet"

@@ -19,9 +19,9 @@ from livekit import api as lkapi
 from livekit import rtc
 
 from camfleet.ai import AsyncPublisher
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.redis import RedisServer
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.redis import RedisServer
 from overlay_gateway.settings import Settings
 from overlay_gateway.testing import RunningGateway, run_gateway
 

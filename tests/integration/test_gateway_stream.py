@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from camfleet.ai import AsyncPublisher, Publisher
 from camfleet.events import stream_key
-from camfleet.testbed.redis import RedisServer
+from camfleet_dev.testbed.redis import RedisServer
 from overlay_gateway.settings import Settings
 from overlay_gateway.testing import RunningGateway, run_gateway
 

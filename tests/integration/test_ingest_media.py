@@ -1,4 +1,4 @@
-"""`camfleet ingest` as a real process: the test bed's RTSP camera in, the real livekit-server out.
+"""`camfleet-ingest` as a real process: the test bed's RTSP camera in, the real livekit-server out.
 
 A real subscriber (the Python LiveKit SDK) decodes what arrives and reads the frame code burnt
 into every camera frame, so "the stamp belongs to the frame" is checked picture by picture.
@@ -25,18 +25,18 @@ import numpy as np
 import pytest
 from livekit import api, rtc
 
-from camfleet import pattern
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.process import free_port
-from camfleet.testbed.rtsp import RtspCamera
+from camfleet_dev import pattern
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.process import free_port
+from camfleet_dev.testbed.rtsp import RtspCamera
 
-CAMFLEET = str(Path(sys.executable).with_name("camfleet"))
+INGEST = str(Path(sys.executable).with_name("camfleet-ingest"))
 CODE_PERIOD = 200  # the test clip loops its frame code every 8 s
 
 
 @dataclass
 class Ingest:
-    """One `camfleet ingest` subprocess, configured only through its environment."""
+    """One `camfleet-ingest` subprocess, configured only through its environment."""
 
     env: dict[str, str]
     workdir: Path
@@ -66,7 +66,7 @@ class Ingest:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [CAMFLEET, "ingest"],
+                [INGEST],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -224,7 +224,7 @@ class Subscriber:
 def assert_stamped(frames: list[Seen]) -> None:
     """Every frame has metadata; ids and stamps increase; each id belongs to its picture."""
     assert all((f.width, f.height) == (1920, 1080) for f in frames)
-    # A fresh track may show the camera's latest IDR more than once (camfleet.ingest.warmup):
+    # A fresh track may show the camera's latest IDR more than once (camfleet_ingest.warmup):
     # the same picture with the same stamp. Any other repeat, or a step back, is a fault.
     for a, b in itertools.pairwise(frames):
         if b.frame_id == a.frame_id:

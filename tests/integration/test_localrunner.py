@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.process import ManagedProcess
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.process import ManagedProcess
 
 # A stand-in container: serves /healthz, shows it got the Secret (env and mounted file), and
 # exits with a termination message when /crash is requested.
@@ -91,7 +91,7 @@ def runner(kube: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[Manage
     proc = ManagedProcess(
         "localrunner",
         [
-            *(sys.executable, "-m", "camfleet.cli", "localrunner"),
+            *(sys.executable, "-m", "camfleet_dev.cli", "localrunner"),
             *("--kubeconfig", str(kube.kubeconfig), "--namespace", namespace),
             *("--work-dir", str(tmp_path / "pods"), "--backoff-base", "0.5"),
         ],

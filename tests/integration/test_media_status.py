@@ -26,10 +26,10 @@ import pytest_asyncio
 from test_ingest_media import Subscriber, assert_stamped
 from test_operator_reconcile import INTERVAL, Operator, cameras, conditions, eventually
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.process import ManagedProcess, free_port
-from camfleet.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.process import ManagedProcess, free_port
+from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_operator.kube import Kube
 
 GRACE = 3.0  # on-demand idle grace period in these tests
@@ -95,7 +95,7 @@ def runner(kube: KubeCluster, media_ns: str, pods_dir: Path) -> Iterator[Managed
     proc = ManagedProcess(
         "localrunner",
         [
-            *(sys.executable, "-m", "camfleet.cli", "localrunner"),
+            *(sys.executable, "-m", "camfleet_dev.cli", "localrunner"),
             *("--kubeconfig", str(kube.kubeconfig), "--namespace", media_ns),
             *("--work-dir", str(pods_dir), "--backoff-base", "0.5"),
         ],
@@ -193,6 +193,20 @@ async def test_live_with_media_facts_one_session_and_enabled_toggle(
 ) -> None:
     await stack.create("front", rtsp_camera.url("h264"))
     cam = await stack.phase("front", "Live", within=30)
+    # A healthy start shows Normal events only, each transition once (no Degraded/IngestNotReady
+    # while the readiness probe catches up with the published track, no doubled New -> Pending).
+    await asyncio.sleep(1.0)  # events are posted just after the status write
+    events = [
+        e
+        for e in await stack.client.list(f"/api/v1/namespaces/{stack.ns}/events", label_selector="")
+        if e["involvedObject"]["name"] == "front" and e["reason"] == "PhaseChanged"
+    ]
+    transitions = [e["message"].split(":")[0] for e in events]
+    assert {e["type"] for e in events} == {"Normal"}, transitions
+    assert len(transitions) == len(set(transitions)), transitions
+    assert all(e.get("count", 1) == 1 for e in events), transitions
+    assert transitions[0] == "New -> Pending"
+    assert transitions[-1].endswith("-> Live")
     status = cam["status"]
     assert (status["codec"], status["resolution"], status["fps"]) == ("h264", "1920x1080", 25)
     assert conditions(cam) == {

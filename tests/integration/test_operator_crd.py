@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.tools import repo_root
-from camfleet_operator.model import CameraSpec
+from camfleet.camera import CameraSpec
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.tools import repo_root
 
 
 def manifest(name: str, spec: dict[str, Any]) -> str:
@@ -57,6 +57,19 @@ GOOD = {"source": {"url": "rtsp://10.0.0.7:554/stream1"}}
             "Unsupported value",
         ),
         ({"stream": {}}, "spec.source", "Required value"),
+        (
+            {"source": {"url": "rtsp://10.0.0.7/s\nX-Injected: 1"}},
+            "spec.source.url",
+            "must not contain whitespace or control characters",
+        ),
+        ({"source": {"url": "rtsp://10.0.0.7/a b"}}, "spec.source.url", "whitespace"),
+        ({**GOOD, "ingest": {"image": "img:1\t"}}, "spec.ingest.image", "control characters"),
+        (
+            {"source": {"url": "rtsp://x/s", "credentialsSecretRef": {"name": "c\r"}}},
+            "spec.source.credentialsSecretRef.name",
+            "control characters",
+        ),
+        ({**GOOD, "access": {"groups": ["ops\n"]}}, "spec.access.groups[0]", "control characters"),
     ],
 )
 def test_bad_camera_is_refused_naming_the_field(

@@ -20,13 +20,14 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+import yaml
 from livekit import api, rtc
 
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.process import ManagedProcess, free_port, http_ok
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.process import ManagedProcess, free_port, http_ok
 from camfleet_operator import kube as paths
-from camfleet_operator.kube import Kube
+from camfleet_operator.kube import Kube, KubeError
 
 INTERVAL = 2.0  # the operator's reconcile interval in these tests
 T = TypeVar("T")
@@ -224,7 +225,10 @@ async def test_camera_gets_deployment_secret_room_and_honest_status(
     pods = await client.list(paths.pods(ns), label_selector="camfleet.io/camera=door")
     assert pods
     assert all(p["status"].get("phase") == "Pending" for p in pods)
-    assert any("Pending" in e["message"] for e in events(kube, ns, "PhaseChanged"))
+    changes = [e for e in events(kube, ns, "PhaseChanged") if e["involvedObject"]["name"] == "door"]
+    assert [e["message"].split(":")[0] for e in changes] == ["New -> Pending"]
+    assert [e.get("count", 1) for e in changes] == [1], "each transition is posted once"
+    assert {e["type"] for e in changes} == {"Normal"}
     described = kube.kubectl("describe", "cam", "door", "-n", ns).stdout
     assert "IngestPending" in described
     assert "PhaseChanged" in described
@@ -530,3 +534,65 @@ async def test_livekit_down_during_delete_still_deletes_with_warning(
     about_door = [x for x in lines if (x.get("object") or {}).get("name") == "door"]
     assert about_door
     assert livekit_server.api_secret not in operator.log()
+
+
+async def test_camera_stored_before_the_url_rules_is_failed_malformed_url(
+    operator: Operator, client: Kube, kube: KubeCluster, camera_crd: Path, namespace: str
+) -> None:
+    """A Camera that slipped in before the CRD refused control characters (an older CRD) is
+    Failed/MalformedURL with the field named, never Degraded/Unreachable as if the network
+    were down; no ingest is left running for it; a fixed spec recovers."""
+    crd = yaml.safe_load(await asyncio.to_thread(camera_crd.read_text))
+    url = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["source"]["properties"]["url"]
+    url["x-kubernetes-validations"] = [
+        rule for rule in url["x-kubernetes-validations"] if "Cc" not in rule["rule"]
+    ]
+    kube.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(crd)
+    )
+    try:
+        body = camera_body("gate", operator.shard)
+        body["spec"]["source"]["url"] = "rtsp://10.0.0.7/s\nX-Injected: 1"
+        created = await eventually(
+            lambda: _try_create(client, cameras(namespace), body), what="lax CRD in force"
+        )
+        assert created
+    finally:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(camera_crd))
+
+    async def failed() -> dict[str, Any] | None:
+        got = await client.get(cameras(namespace, "gate"))
+        return got if got and (got.get("status") or {}).get("phase") == "Failed" else None
+
+    cam = await eventually(failed, what="phase Failed")
+    assert conditions(cam)["Ready"] == ("False", "MalformedURL")
+    assert cam["status"]["lastError"].startswith("MalformedURL: spec.source.url: must not contain")
+    assert "X-Injected" not in json.dumps(cam["status"])  # the value itself is not echoed
+    assert await client.get(paths.deployments(namespace, "gate-ingest")) is None
+    warnings = events(kube, namespace, "MalformedURL")
+    assert [e["type"] for e in warnings] == ["Warning"]
+
+    # The owner fixes it: the Camera is reconciled normally (Pending: no kubelet here).
+    await client.merge_patch(
+        cameras(namespace, "gate"), {"spec": {"source": {"url": "rtsp://10.0.0.7/s"}}}
+    )
+
+    async def pending() -> dict[str, Any] | None:
+        got = await client.get(cameras(namespace, "gate"))
+        return got if got and (got.get("status") or {}).get("phase") == "Pending" else None
+
+    await eventually(pending, what="phase Pending after the fix")
+    assert await client.get(paths.deployments(namespace, "gate-ingest")) is not None
+
+
+async def _try_create(client: Kube, path: str, body: dict[str, Any]) -> bool | None:
+    """Create, or None while the API server still applies the previous CRD's rules."""
+    try:
+        await client.create(path, body)
+    except KubeError as exc:
+        if "control characters" in str(exc):
+            return None
+        raise
+    return True

@@ -18,12 +18,12 @@ from kubernetes import config as k8s_config
 from livekit import api as lkapi
 from playwright.async_api import Browser
 
-from camfleet import pattern
-from camfleet.testbed.kube import KubeCluster
-from camfleet.testbed.livekit import LiveKitServer
-from camfleet.testbed.redis import RedisServer
-from camfleet.testbed.rtsp import RtspCamera
-from camfleet.testbed.tools import ffmpeg
+from camfleet_dev import pattern
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.redis import RedisServer
+from camfleet_dev.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.tools import ffmpeg
 
 SMOKE_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -218,7 +218,7 @@ async def test_chromium_loads_a_local_page(browser: Browser, tmp_path: Path) -> 
 def test_servers_die_with_a_killed_session(tmp_path: Path) -> None:
     """A test session killed outright (no atexit) still leaves no server behind."""
     script = (
-        "import sys; from pathlib import Path; from camfleet.testbed.redis import RedisServer\n"
+        "import sys; from pathlib import Path; from camfleet_dev.testbed.redis import RedisServer\n"
         f"r = RedisServer(Path({str(tmp_path)!r})); r.start(); print(r.proc.pid, flush=True)\n"
         "sys.stdin.read()\n"
     )

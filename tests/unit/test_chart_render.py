@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from camfleet.testbed.tools import repo_root, tool
+from camfleet_dev.testbed.tools import repo_root, tool
 
 ROOT = repo_root()
 CHART = ROOT / "charts" / "camfleet"
@@ -116,7 +116,7 @@ def test_all_options_render_has_the_optional_parts(all_docs: list[Doc]) -> None:
 def test_chart_crds_are_the_top_level_crds() -> None:
     top = (ROOT / "crds" / "camera.yaml").read_bytes()
     assert (CHART / "crds" / "camera.yaml").read_bytes() == top, (
-        "copy crds/camera.yaml to charts/camfleet/crds/camera.yaml"
+        "crds/camera.yaml is the source: `make chart` regenerates the chart's and deploy/'s copies"
     )
 
 
@@ -583,3 +583,25 @@ def test_kind_config_maps_the_gateway_and_livekit_ports() -> None:
     node_port = kind_values["gateway"]["service"]["nodePort"]
     assert (node_port, 8080, "TCP") in mappings
     assert {(7880, 7880, "TCP"), (7881, 7881, "TCP"), (7882, 7882, "UDP")} <= mappings
+
+
+def test_helm_defaults_to_the_kubernetes_the_project_pins(tmp_path: Path) -> None:
+    """A newcomer's `helm template t charts/camfleet` (no --kube-version) must render: the helm
+    that scripts/setup builds is stamped with the pinned Kubernetes, not client-go's v1.20."""
+    pinned = next(
+        line.split("=", 1)[1].split()[0]
+        for line in (ROOT / "scripts" / "setup").read_text().splitlines()
+        if line.startswith("KUBERNETES_VERSION=")
+    )
+    major, minor = pinned.split(".")[:2]
+    probe = tmp_path / "probe"
+    (probe / "templates").mkdir(parents=True)
+    (probe / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (probe / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {kube: '{{ .Capabilities.KubeVersion.Major }}."
+        "{{ .Capabilities.KubeVersion.Minor }}'}\n"
+    )
+    rendered = yaml.safe_load(helm("template", "t", str(probe)).stdout)
+    assert rendered["data"]["kube"] == f"{major}.{minor}"
+    assert helm("template", "t", str(CHART)).stdout.count("kind: Deployment") >= 2

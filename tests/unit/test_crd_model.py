@@ -15,8 +15,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from camfleet_operator import constants
-from camfleet_operator.model import CameraSpec, CameraStatus
+from camfleet import camera as constants
+from camfleet.camera import CameraSpec, CameraStatus
 
 CRD_PATH = Path(__file__).parents[2] / "crds" / "camera.yaml"
 
@@ -43,6 +43,8 @@ def strip_optional(annotation: Any) -> Any:
 
 def compare(path: str, annotation: Any, schema: dict[str, Any], errors: list[str]) -> None:
     annotation = strip_optional(annotation)
+    while get_origin(annotation) is typing.Annotated:  # validators, e.g. camera.ProcessString
+        annotation = get_args(annotation)[0]
     origin = get_origin(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         compare_model(path, annotation, schema, errors)

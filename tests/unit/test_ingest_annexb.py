@@ -9,7 +9,7 @@ import av
 import av.video.stream
 import numpy as np
 
-from camfleet.ingest.annexb import (
+from camfleet_ingest.annexb import (
     NAL_AUD,
     NAL_IDR,
     NAL_PPS,
@@ -21,7 +21,7 @@ from camfleet.ingest.annexb import (
     nal_type,
     prepare_access_unit,
 )
-from camfleet.ingest.source import AnnexBConverter
+from camfleet_ingest.source import AnnexBConverter
 
 AUD = bytes([NAL_AUD, 0xF0])
 SPS = bytes([0x67, 0x64, 0x00, 0x28, 0xAC])

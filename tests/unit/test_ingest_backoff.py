@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from camfleet.ingest.backoff import Backoff
+from camfleet_ingest.backoff import Backoff
 
 
 def test_first_retry_within_a_second_and_cap_respected() -> None:

@@ -11,7 +11,7 @@ import av.error
 import pytest
 from livekit import rtc
 
-from camfleet.ingest.failures import (
+from camfleet_ingest.failures import (
     AuthFailed,
     CodecUnsupported,
     IngestFailure,

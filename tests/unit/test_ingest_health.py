@@ -6,7 +6,7 @@ import time
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from camfleet.ingest.health import IngestState, init_app
+from camfleet_ingest.health import IngestState, init_app
 
 
 def test_healthy_only_while_frames_flow() -> None:

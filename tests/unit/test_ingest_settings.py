@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from camfleet.ingest.failures import CodecUnsupported
-from camfleet.ingest.settings import IngestSettings, safe_errors
-from camfleet.ingest.source import SourceInfo, choose_mode, url_with_credentials
+from camfleet_ingest.failures import CodecUnsupported
+from camfleet_ingest.settings import IngestSettings, safe_errors
+from camfleet_ingest.source import SourceInfo, choose_mode, url_with_credentials
 
 BASE = {
     "CAMFLEET_INGEST_CAMERA": "ns1/cam-1",

@@ -11,10 +11,10 @@ import av
 import av.video.codeccontext
 import numpy as np
 
-from camfleet import pattern
-from camfleet.ingest.annexb import NAL_PPS, NAL_SPS, iter_nals, nal_type
-from camfleet.ingest.source import SourcePacket
-from camfleet.ingest.transcode import Transcoder
+from camfleet_dev import pattern
+from camfleet_ingest.annexb import NAL_PPS, NAL_SPS, iter_nals, nal_type
+from camfleet_ingest.source import SourcePacket
+from camfleet_ingest.transcode import Transcoder
 
 W, H, FRAMES = 320, 180, 40
 

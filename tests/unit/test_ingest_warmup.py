@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from camfleet.ingest.annexb import AccessUnit
-from camfleet.ingest.reader import StampedFrame
-from camfleet.ingest.warmup import Warmup
+from camfleet_ingest.annexb import AccessUnit
+from camfleet_ingest.reader import StampedAccessUnit
+from camfleet_ingest.warmup import Warmup
 
 GOP = 5
 
 
-def camera(start: int = 1) -> list[StampedFrame]:
+def camera(start: int = 1) -> list[StampedAccessUnit]:
     """Frames ``start``.. of a camera with an IDR every GOP frames, 40 ms apart."""
     return [
-        StampedFrame(
+        StampedAccessUnit(
             AccessUnit(f"au{i}".encode(), keyframe=(i - 1) % GOP == 0),
             frame_id=i,
             arrival_us=1_000_000 + i * 40_000,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from camfleet.localrunner.podspec import PodSpecError, build_process_spec, referenced_objects
-from camfleet.localrunner.status import ContainerState, Terminated, crash_backoff, pod_status
+from camfleet_dev.localrunner.podspec import PodSpecError, build_process_spec, referenced_objects
+from camfleet_dev.localrunner.status import ContainerState, Terminated, crash_backoff, pod_status
 
 
 def _pod(**container: Any) -> dict[str, Any]:

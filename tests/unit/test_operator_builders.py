@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+from camfleet.camera import Camera, Resources
 from camfleet_operator import constants as c
 from camfleet_operator.builders.deployment import build_deployment, desired_replicas, spec_hash
 from camfleet_operator.builders.secret import build_secret, issued_token, needs_rotation
-from camfleet_operator.model import Camera, IngestDefaults, IssuedToken, Resources
+from camfleet_operator.model import IngestDefaults, IssuedToken
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("CAMFLEET_UPDATE_GOLDEN") == "1"
@@ -103,7 +104,7 @@ def test_deployment_contract() -> None:
         "camfleet.io/camera": "door",
     }
     (container,) = dep["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["camfleet", "ingest"]
+    assert container["command"] == ["camfleet-ingest"]
     assert container["image"] == "registry.local/ingest:dev"
     env = {e["name"]: e for e in container["env"]}
     assert env["CAMFLEET_INGEST_SOURCE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {

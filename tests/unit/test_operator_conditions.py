@@ -4,15 +4,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from camfleet.camera import Camera, CameraSpec, CameraStatus
 from camfleet_operator.conditions import (
+    NOT_READY_GRACE,
     Observed,
-    compute_status,
+    parse_status,
     parse_termination,
+    refused_status,
     scrub,
+    spec_problems,
+    status_body,
     status_patch,
 )
-from camfleet_operator.model import Camera
+from camfleet_operator.conditions import compute_status as compute_typed
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 LIVE_ATTRS = {"codec": "h264", "resolution": "1920x1080", "fps": "25", "mode": "passthrough"}
@@ -25,6 +31,13 @@ def camera(**spec: Any) -> Camera:
             "spec": {"source": {"url": "rtsp://10.0.0.7/s"}, **spec},
         }
     )
+
+
+def compute_status(
+    cam: Camera, observed: Observed, previous: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """The status as the operator stores it (camelCase, no empty keys), from the typed one."""
+    return status_body(compute_typed(cam, observed, parse_status(previous), now))
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -245,3 +258,89 @@ def test_a_camera_down_from_the_start_is_degraded_with_the_reason() -> None:
     }
     assert status["lastError"].startswith("Unreachable: site-a/door")
     assert "codec" not in status
+
+
+def test_compute_status_returns_the_typed_status_model() -> None:
+    status = compute_typed(camera(), Observed(container_running=True), None, NOW)
+    assert isinstance(status, CameraStatus)
+    assert status.phase == "Connecting"
+    ready = status.condition("Ready")
+    assert ready is not None
+    assert ready.reason == "IngestStarting"
+
+
+PUBLISHING_NOT_READY = {
+    "container_running": True,
+    "publishing_video": True,
+    "attributes": LIVE_ATTRS,
+    "ready_replicas": 0,
+}
+
+
+def test_publishing_before_the_first_readiness_probe_is_connecting_not_degraded() -> None:
+    """A normal start: LiveKit sees the track a second before the pod's readiness probe passes.
+    That is Connecting (a Normal event), not Degraded/IngestNotReady (a Warning)."""
+    observed = Observed(**PUBLISHING_NOT_READY, container_started_at=NOW - timedelta(seconds=2))
+    connecting = compute_status(camera(), Observed(container_running=True), None, NOW)
+    status = compute_status(camera(), observed, connecting, NOW)
+    assert status["phase"] == "Connecting"
+    assert conditions(status)["Ready"] == ("False", "IngestStarting")
+    assert conditions(status)["Publishing"] == ("True", "Passthrough")
+
+
+def test_publishing_without_readiness_degrades_after_the_grace_or_once_live() -> None:
+    late = Observed(
+        **PUBLISHING_NOT_READY, container_started_at=NOW - NOT_READY_GRACE - timedelta(seconds=1)
+    )
+    assert compute_status(camera(), late, None, NOW)["phase"] == "Degraded"
+    live = compute_status(
+        camera(),
+        Observed(ready_replicas=1, container_running=True, publishing_video=True),
+        None,
+        NOW,
+    )
+    young = Observed(**PUBLISHING_NOT_READY, container_started_at=NOW - timedelta(seconds=2))
+    lost = compute_status(camera(), young, live, NOW)
+    assert lost["phase"] == "Degraded"  # readiness lost after Live is a real fault
+    assert conditions(lost)["Ready"] == ("False", "IngestNotReady")
+    # No start time known (an old kubelet, a runner that does not report it): no grace.
+    assert compute_status(camera(), Observed(**PUBLISHING_NOT_READY), None, NOW)["phase"] == (
+        "Degraded"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "position"),
+    [
+        ("rtsp://10.0.0.7/s\nX-Injected: 1", 17),
+        ("rtsp://10.0.0.7/s tream", 17),
+        ("rtsp://10.0.0.7/s\x00", 17),
+        ("rtsp://10.0.0.7/s\u2028", 17),
+    ],
+)
+def test_the_model_refuses_control_characters_and_whitespace(url: str, position: int) -> None:
+    with pytest.raises(ValidationError) as caught:
+        CameraSpec.model_validate({"source": {"url": url}})
+    (problem,) = spec_problems(caught.value)
+    assert problem.startswith("spec.source.url: must not contain whitespace or control characters")
+    assert f"at position {position}" in problem
+    assert url not in problem  # the refused value is never echoed
+
+
+def test_a_refused_spec_is_failed_with_a_reason_that_names_the_url() -> None:
+    with pytest.raises(ValidationError) as caught:
+        CameraSpec.model_validate({"source": {"url": "rtsp://10.0.0.7/s\nx"}})
+    status = status_body(refused_status(4, spec_problems(caught.value), None, NOW))
+    assert status["phase"] == "Failed"
+    assert status["observedGeneration"] == 4
+    assert conditions(status) == {
+        "SourceReachable": ("Unknown", "MalformedURL"),
+        "Publishing": ("False", "MalformedURL"),
+        "Ready": ("False", "MalformedURL"),
+    }
+    assert status["lastError"].startswith("MalformedURL: spec.source.url: must not contain")
+    with pytest.raises(ValidationError) as other:
+        CameraSpec.model_validate({"source": {"url": "rtsp://x/s"}, "ingest": {"image": "a b"}})
+    other_status = status_body(refused_status(1, spec_problems(other.value), None, NOW))
+    assert conditions(other_status)["Ready"] == ("False", "InvalidSpec")
+    assert "spec.ingest.image" in other_status["lastError"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camfleet.testbed.process import free_port
+from camfleet_dev.testbed.process import free_port
 from camfleet_operator.kube import Kube, KubeError, camera_status, deployments, secrets
 
 

@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from camfleet_operator.reconcile import Context, _within_grace, grace_over
+from camfleet_operator.context import Context
+from camfleet_operator.reconcile import _within_grace, grace_over
 from camfleet_operator.settings import Settings
 from camfleet_operator.webhook import WEBHOOK_PATH, init_app
 

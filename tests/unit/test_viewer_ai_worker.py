@@ -18,10 +18,10 @@ import numpy.typing as npt
 import pytest
 from livekit import rtc
 
-from camfleet import pattern
 from camfleet.ai.frames import StampedFrame, to_stamped
 from camfleet.events import Event
-from camfleet.testbed.tools import repo_root
+from camfleet_dev import pattern
+from camfleet_dev.testbed.tools import repo_root
 
 W, H = 1280, 720
 

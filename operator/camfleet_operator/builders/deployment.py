@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from camfleet import ingest_contract as ic
+from camfleet.camera import Camera, Resources
 from camfleet_operator import constants as c
 from camfleet_operator.builders.meta import (
     content_hash,
@@ -10,7 +12,7 @@ from camfleet_operator.builders.meta import (
     selector_labels,
     stamp,
 )
-from camfleet_operator.model import Camera, IngestDefaults, Resources
+from camfleet_operator.model import IngestDefaults
 
 # The ingest image's non-root user; fsGroup lets it read the 0440 token file.
 INGEST_UID = 10001  # the user the camfleet images run as (images/*/Dockerfile)
@@ -51,7 +53,7 @@ def _resources(camera: Camera, defaults: IngestDefaults) -> dict[str, Any]:
 
 
 def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
-    p = c.ENV_PREFIX
+    p = ic.ENV_PREFIX
     spec = camera.spec
     env: list[dict[str, Any]] = [
         {"name": f"{p}CAMERA", "value": camera.ref},
@@ -78,18 +80,18 @@ def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
         {"name": f"{p}ROOM", "value": camera.room},
         # A file, not an env var: the operator rotates the token in place and the ingest re-reads
         # it at every (re)connect without a restart.
-        {"name": f"{p}TOKEN_FILE", "value": f"{c.TOKEN_MOUNT_DIR}/{c.TOKEN_KEY}"},
+        {"name": f"{p}TOKEN_FILE", "value": ic.TOKEN_FILE},
         # Spelled out although they are the ingest's defaults: the probes and the termination
         # message depend on them, and a node-less runner (camfleet up) remaps both per pod.
-        {"name": f"{p}HTTP_PORT", "value": str(c.INGEST_PORT)},
-        {"name": f"{p}TERMINATION_LOG", "value": c.TERMINATION_LOG},
+        {"name": f"{p}HTTP_PORT", "value": str(ic.PORT)},
+        {"name": f"{p}TERMINATION_LOG", "value": ic.TERMINATION_LOG},
     ]
     return env
 
 
 def _probe(*, initial_delay: int, period: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": c.INGEST_HEALTH_PATH, "port": c.INGEST_PORT_NAME},
+        "httpGet": {"path": ic.HEALTH_PATH, "port": ic.PORT_NAME},
         "initialDelaySeconds": initial_delay,
         "periodSeconds": period,
         "timeoutSeconds": 2,
@@ -102,16 +104,16 @@ def _container(camera: Camera, defaults: IngestDefaults) -> dict[str, Any]:
         "name": c.INGEST_CONTAINER,
         "image": camera.spec.ingest.image or defaults.image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "command": list(c.INGEST_COMMAND),
+        "command": list(ic.COMMAND),
         "env": _env(camera, defaults),
-        "ports": [{"name": c.INGEST_PORT_NAME, "containerPort": c.INGEST_PORT, "protocol": "TCP"}],
+        "ports": [{"name": ic.PORT_NAME, "containerPort": ic.PORT, "protocol": "TCP"}],
         # Readiness follows frames flowing, within seconds: its changes wake the Camera's status
         # pass (the ingest turns unready at once on a failure; two probes guard against one
         # slow answer). Liveness is lenient so a camera blip (which the ingest handles with its
         # own backoff) does not become a pod restart.
         "readinessProbe": _probe(initial_delay=1, period=2, failures=2),
         "livenessProbe": _probe(initial_delay=20, period=10, failures=6),
-        "terminationMessagePath": c.TERMINATION_LOG,
+        "terminationMessagePath": ic.TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "securityContext": {
             "runAsNonRoot": True,
@@ -121,7 +123,7 @@ def _container(camera: Camera, defaults: IngestDefaults) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
-            {"name": c.TOKEN_VOLUME, "mountPath": c.TOKEN_MOUNT_DIR, "readOnly": True},
+            {"name": c.TOKEN_VOLUME, "mountPath": ic.TOKEN_MOUNT_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
@@ -149,7 +151,7 @@ def build_deployment(camera: Camera, defaults: IngestDefaults, *, replicas: int)
                 "name": c.TOKEN_VOLUME,
                 "secret": {
                     "secretName": camera.secret_name,
-                    "items": [{"key": c.TOKEN_KEY, "path": c.TOKEN_KEY}],
+                    "items": [{"key": ic.TOKEN_KEY, "path": ic.TOKEN_KEY}],
                     "defaultMode": TOKEN_FILE_MODE,
                 },
             },

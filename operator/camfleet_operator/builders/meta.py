@@ -4,8 +4,9 @@ import hashlib
 import json
 from typing import Any
 
+from camfleet import camera as cam
+from camfleet.camera import Camera
 from camfleet_operator import constants as c
-from camfleet_operator.model import Camera
 
 
 def labels(camera: Camera) -> dict[str, str]:
@@ -25,8 +26,8 @@ def selector_labels(camera: Camera) -> dict[str, str]:
 
 def owner_reference(camera: Camera) -> dict[str, Any]:
     return {
-        "apiVersion": c.API_VERSION,
-        "kind": c.KIND,
+        "apiVersion": cam.API_VERSION,
+        "kind": cam.KIND,
         "name": camera.name,
         "uid": camera.uid,
         "controller": True,

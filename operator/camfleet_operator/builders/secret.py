@@ -3,9 +3,11 @@
 import base64
 from typing import Any
 
+from camfleet import ingest_contract as ic
+from camfleet.camera import Camera
 from camfleet_operator import constants as c
 from camfleet_operator.builders.meta import labels, owner_reference, stamp
-from camfleet_operator.model import Camera, IssuedToken
+from camfleet_operator.model import IssuedToken
 
 
 def build_secret(camera: Camera, token: IssuedToken) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def build_secret(camera: Camera, token: IssuedToken) -> dict[str, Any]:
         },
         # `data` (base64), not `stringData`: it is what the API server hands back, so the
         # desired-hash comparison sees the same bytes on both sides.
-        "data": {c.TOKEN_KEY: base64.b64encode(token.token.encode()).decode()},
+        "data": {ic.TOKEN_KEY: base64.b64encode(token.token.encode()).decode()},
     }
     return stamp(secret)
 
@@ -36,7 +38,7 @@ def build_secret(camera: Camera, token: IssuedToken) -> dict[str, Any]:
 def issued_token(secret: dict[str, Any]) -> IssuedToken | None:
     """Read the token an existing Secret carries (None when it is missing or malformed)."""
     annotations = (secret.get("metadata") or {}).get("annotations") or {}
-    raw = (secret.get("data") or {}).get(c.TOKEN_KEY)
+    raw = (secret.get("data") or {}).get(ic.TOKEN_KEY)
     if not isinstance(raw, str):
         return None
     try:

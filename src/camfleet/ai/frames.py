@@ -27,12 +27,13 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from livekit import api, rtc
+from livekit import rtc
+
+from camfleet import tokens
+from camfleet.camera import INGEST_IDENTITY_PREFIX
 
 log = logging.getLogger(__name__)
 
-#: The ingest's participant identities start with this (design §5: `ingest-<namespace>-<name>`).
-INGEST_PREFIX: Final = "ingest-"
 CONNECT_TIMEOUT_S: Final = 10.0
 
 
@@ -73,19 +74,8 @@ def subscriber_token(
     ttl: timedelta = timedelta(hours=6),
 ) -> str:
     """A LiveKit token that may join ``room`` and subscribe, never publish."""
-    grants = api.VideoGrants(
-        room_join=True,
-        room=room,
-        can_subscribe=True,
-        can_publish=False,
-        can_publish_data=False,
-    )
-    return (
-        api.AccessToken(api_key, api_secret)
-        .with_identity(identity)
-        .with_ttl(ttl)
-        .with_grants(grants)
-        .to_jwt()
+    return tokens.mint(
+        api_key, api_secret, identity=identity, grants=tokens.subscriber_grants(room), ttl=ttl
     )
 
 
@@ -123,7 +113,7 @@ async def subscribe_frames(
     url: str,
     token: str,
     *,
-    participant_prefix: str = INGEST_PREFIX,
+    participant_prefix: str = INGEST_IDENTITY_PREFIX,
     capacity: int = 1,
     connect_timeout: float = CONNECT_TIMEOUT_S,
 ) -> AsyncIterator[StampedFrame]:

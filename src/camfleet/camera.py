@@ -1,0 +1,213 @@
+"""The Camera resource (`camfleet.io/v1alpha1`): its names and its spec/status as frozen models.
+
+One contract for every program that reads Cameras: the operator parses each object once into
+`Camera`; the gateway reads the room a viewer joins from it. The CRD in `crds/camera.yaml` is the
+API server's copy of the same contract; `tests/unit/test_crd_model.py` walks both and fails on
+any disagreement. Pure: pydantic only, no I/O.
+"""
+
+import unicodedata
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+GROUP: Final = "camfleet.io"
+VERSION: Final = "v1alpha1"
+KIND: Final = "Camera"
+PLURAL: Final = "cameras"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+#: The subresource a viewer needs `get` on (SubjectAccessReview) to watch a camera.
+VIEW_SUBRESOURCE: Final = "view"
+
+Transport = Literal["tcp", "udp"]
+Mode = Literal["auto", "passthrough", "transcode"]
+Audio = Literal["none", "opus"]
+Phase = Literal["Pending", "Connecting", "Live", "Degraded", "Stopped", "Failed"]
+PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
+ConditionStatus = Literal["True", "False", "Unknown"]
+TolerationOperator = Literal["Exists", "Equal"]
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+Quantity = int | str
+
+
+def _no_space_or_control(value: str) -> str:
+    """Refuse whitespace and control characters: these strings reach a process (FFmpeg's URL,
+    an image reference, a Secret key), where a newline means another field or a broken request."""
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Zs", "Zl", "Zp"):
+            raise ValueError(
+                f"must not contain whitespace or control characters "
+                f"({unicodedata.name(char, f'U+{ord(char):04X}')} at position {position})"
+            )
+    return value
+
+
+def _rtsp_url(value: str) -> str:
+    if not value.startswith(("rtsp://", "rtsps://")):
+        raise ValueError("must start with rtsp:// or rtsps://")
+    if "@" in value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]:
+        raise ValueError("must not carry credentials (user:pass@); use credentialsSecretRef")
+    return value
+
+
+#: A string that is handed to a process as it is (the CRD refuses the same with CEL rules).
+ProcessString = Annotated[str, AfterValidator(_no_space_or_control)]
+RtspUrl = Annotated[ProcessString, AfterValidator(_rtsp_url)]
+
+
+class _Spec(BaseModel):
+    # extra="forbid": the API server prunes unknown fields, so anything extra here is a model bug.
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+
+class CredentialsSecretRef(_Spec):
+    name: Annotated[ProcessString, Field(min_length=1, max_length=253)]
+    username_key: Annotated[
+        ProcessString, Field(alias="usernameKey", min_length=1, max_length=253)
+    ] = "username"
+    password_key: Annotated[
+        ProcessString, Field(alias="passwordKey", min_length=1, max_length=253)
+    ] = "password"
+
+
+class Source(_Spec):
+    url: Annotated[RtspUrl, Field(min_length=1, max_length=2048)]
+    credentials_secret_ref: Annotated[
+        CredentialsSecretRef | None, Field(alias="credentialsSecretRef")
+    ] = None
+    transport: Transport = "tcp"
+
+
+class Stream(_Spec):
+    mode: Mode = "auto"
+    audio: Audio = "none"
+    max_bitrate_kbps: Annotated[int | None, Field(alias="maxBitrateKbps", ge=64, le=100000)] = None
+
+
+class Resources(_Spec):
+    requests: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = None
+
+
+class Toleration(_Spec):
+    key: str | None = None
+    operator: TolerationOperator | None = None
+    value: str | None = None
+    effect: TaintEffect | None = None
+    toleration_seconds: Annotated[int | None, Field(alias="tolerationSeconds")] = None
+
+
+class Ingest(_Spec):
+    image: Annotated[ProcessString | None, Field(min_length=1, max_length=512)] = None
+    resources: Resources | None = None
+    node_selector: Annotated[dict[str, str] | None, Field(alias="nodeSelector")] = None
+    tolerations: tuple[Toleration, ...] | None = None
+
+
+class Access(_Spec):
+    groups: tuple[Annotated[ProcessString, Field(min_length=1, max_length=253)], ...] | None = None
+
+
+class CameraSpec(_Spec):
+    source: Source
+    stream: Stream = Stream()
+    room: Annotated[str | None, Field(min_length=1, max_length=128)] = None
+    enabled: bool = True
+    on_demand: Annotated[bool, Field(alias="onDemand")] = False
+    ingest: Ingest = Ingest()
+    access: Access | None = None
+
+
+class Condition(_Status):
+    """metav1.Condition."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    last_transition_time: Annotated[str, Field(alias="lastTransitionTime")]
+    observed_generation: Annotated[int | None, Field(alias="observedGeneration")] = None
+
+
+class CameraStatus(_Status):
+    observed_generation: Annotated[int | None, Field(alias="observedGeneration")] = None
+    phase: Phase | None = None
+    conditions: tuple[Condition, ...] | None = None
+    room: str | None = None
+    codec: str | None = None
+    resolution: str | None = None
+    fps: float | None = None
+    restarts: int | None = None
+    last_error: Annotated[str | None, Field(alias="lastError")] = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((cond for cond in self.conditions or () if cond.type == type_), None)
+
+
+class Camera(BaseModel):
+    """One Camera object as the operator sees it: identity plus the parsed spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: CameraSpec
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "Camera":
+        meta = body["metadata"]
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation") or 1),
+            spec=CameraSpec.model_validate(dict(body.get("spec") or {})),
+        )
+
+    @property
+    def ref(self) -> str:
+        """`namespace/name`: the id used in logs, Redis keys and the ingest's env."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def room(self) -> str:
+        return self.spec.room or default_room(self.namespace, self.name)
+
+    @property
+    def identity(self) -> str:
+        """The LiveKit identity of this camera's ingest participant."""
+        return ingest_identity(self.namespace, self.name)
+
+    @property
+    def deployment_name(self) -> str:
+        return ingest_deployment_name(self.name)
+
+    @property
+    def secret_name(self) -> str:
+        return f"{self.name}-livekit-token"
+
+
+#: The ingest participant's LiveKit identity starts with this, then `<namespace>-<name>`.
+INGEST_IDENTITY_PREFIX: Final = "ingest-"
+
+
+def default_room(namespace: str, name: str) -> str:
+    """The LiveKit room of a Camera without `spec.room`."""
+    return f"{namespace}-{name}"
+
+
+def ingest_identity(namespace: str, name: str) -> str:
+    """The LiveKit identity of a camera's ingest participant (one per camera, by design)."""
+    return f"{INGEST_IDENTITY_PREFIX}{namespace}-{name}"
+
+
+def ingest_deployment_name(name: str) -> str:
+    """The Deployment that runs a Camera's ingest (one per Camera, replicas 0 or 1)."""
+    return f"{name}-ingest"
