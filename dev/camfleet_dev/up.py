@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from camfleet_dev.program_env import program_env, program_settings
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.process import ManagedProcess, StartError, free_port, http_ok
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_dev.testbed.tools import MissingTool, repo_root, tool, tools_dir
+from camfleet_operator.settings import Settings as OperatorSettings
+from overlay_gateway.settings import Settings as GatewaySettings
 
 DEMO_NAMESPACE = "demo"
 DEMO_CAMERAS = {"lobby": "h264", "loading-dock": "h264"}
@@ -242,25 +245,25 @@ class Stack:
                     webhook_urls=[f"http://127.0.0.1:{webhook}/livekit/webhook"],
                 )
             )
-        lk_env = {
-            "CAMFLEET_LIVEKIT_URL": livekit.url,
-            "CAMFLEET_LIVEKIT_API_KEY": livekit.api_key,
-            "CAMFLEET_LIVEKIT_API_SECRET": livekit.api_secret,
-        }
         with self.progress.step("operator"):
             health = free_port()
+            operator = program_settings(
+                OperatorSettings,
+                {
+                    "livekit_url": livekit.url,
+                    "livekit_api_key": livekit.api_key,
+                    "livekit_api_secret": livekit.api_secret,
+                    "metrics_port": free_port(),
+                    "liveness_endpoint": f"http://127.0.0.1:{health}/healthz",
+                    "reconcile_interval_seconds": 10,
+                    "webhook_host": "127.0.0.1",
+                    "webhook_port": webhook,
+                },
+            )
             self._process(
                 "operator",
                 [py, "-m", "camfleet_operator"],
-                {
-                    **lk_env,
-                    "KUBECONFIG": str(kube.kubeconfig),
-                    "CAMFLEET_METRICS_PORT": str(free_port()),
-                    "CAMFLEET_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health}/healthz",
-                    "CAMFLEET_RECONCILE_INTERVAL_SECONDS": "10",
-                    "CAMFLEET_WEBHOOK_HOST": "127.0.0.1",
-                    "CAMFLEET_WEBHOOK_PORT": str(webhook),
-                },
+                {**program_env(operator), "KUBECONFIG": str(kube.kubeconfig)},
                 lambda: http_ok(f"http://127.0.0.1:{health}/healthz"),
             )
         with self.progress.step("local pod runner"):
@@ -279,17 +282,22 @@ class Stack:
             self._process(
                 "gateway",
                 [py, "-m", "overlay_gateway"],
-                {
-                    "CAMFLEET_GATEWAY_HOST": "127.0.0.1",
-                    "CAMFLEET_GATEWAY_PORT": str(gateway),
-                    "CAMFLEET_GATEWAY_REDIS_URL": redis.url,
-                    "CAMFLEET_GATEWAY_AUTH_MODES": "static",
-                    "CAMFLEET_GATEWAY_STATIC_TOKEN": state.viewer_token,
-                    "CAMFLEET_GATEWAY_KUBECONFIG": str(kube.kubeconfig),
-                    "CAMFLEET_GATEWAY_LIVEKIT_URL": livekit.url,
-                    "CAMFLEET_GATEWAY_LIVEKIT_API_KEY": livekit.api_key,
-                    "CAMFLEET_GATEWAY_LIVEKIT_API_SECRET": livekit.api_secret,
-                },
+                program_env(
+                    program_settings(
+                        GatewaySettings,
+                        {
+                            "host": "127.0.0.1",
+                            "port": gateway,
+                            "redis_url": redis.url,
+                            "auth_modes": ["static"],
+                            "static_token": state.viewer_token,
+                            "kubeconfig": kube.kubeconfig,
+                            "livekit_url": livekit.url,
+                            "livekit_api_key": livekit.api_key,
+                            "livekit_api_secret": livekit.api_secret,
+                        },
+                    )
+                ),
                 lambda: http_ok(f"http://127.0.0.1:{gateway}/healthz"),
             )
         if opts.demo:

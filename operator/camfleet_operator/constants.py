@@ -33,7 +33,6 @@ TOKEN_VOLUME: Final = "livekit-token"
 COND_SOURCE_REACHABLE: Final = "SourceReachable"
 COND_PUBLISHING: Final = "Publishing"
 COND_READY: Final = "Ready"
-CONDITION_TYPES: Final = (COND_SOURCE_REACHABLE, COND_PUBLISHING, COND_READY)
 
 # Phases.
 PHASE_PENDING: Final = "Pending"
@@ -49,7 +48,6 @@ REASON_INGEST_CRASHED: Final = "IngestCrashed"  # terminated without a machine-r
 REASON_IMAGE_PULL: Final = "ImagePullFailed"
 REASON_PASSTHROUGH: Final = "Passthrough"
 REASON_TRANSCODING: Final = "Transcoding"
-REASON_PUBLISHING: Final = "Publishing"
 REASON_RECEIVING: Final = "Receiving"
 REASON_NOT_PUBLISHING: Final = "NotPublishing"
 REASON_INGEST_PENDING: Final = "IngestPending"
@@ -66,4 +64,3 @@ REASON_LIVE: Final = "Live"
 # Kubernetes Event reasons (not condition reasons).
 EVENT_PHASE_CHANGED: Final = "PhaseChanged"
 EVENT_CLEANUP_INCOMPLETE: Final = "CleanupIncomplete"
-EVENT_TOKEN_ROTATED: Final = "TokenRotated"

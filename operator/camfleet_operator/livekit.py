@@ -77,14 +77,6 @@ class LiveKit:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise LiveKitUnavailable(f"DeleteRoom {room}: {describe(exc)}") from exc
 
-    async def room_names(self) -> list[str]:
-        with self._metrics.livekit_call("ListRooms"):
-            try:
-                response = await self._client().room.list_rooms(api.ListRoomsRequest())
-            except (aiohttp.ClientError, TimeoutError, api.TwirpError) as exc:
-                raise LiveKitUnavailable(f"ListRooms: {describe(exc)}") from exc
-        return [r.name for r in response.rooms]
-
     async def room_state(self, room: str, identity: str) -> RoomState:
         """Is `identity` publishing a video track, with which attributes, and who else is in."""
         with self._metrics.livekit_call("ListParticipants"):

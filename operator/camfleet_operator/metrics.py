@@ -47,7 +47,7 @@ class Metrics:
             self._phases.pop(uid, None)
         else:
             self._phases[uid] = phase
-        counts = dict.fromkeys(c.PHASES, 0)
+        counts: dict[str, int] = dict.fromkeys(c.PHASES, 0)
         for value in self._phases.values():
             counts[value] = counts.get(value, 0) + 1
         for name, count in counts.items():

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     room_empty_timeout_seconds: int = Field(default=3600, ge=0)
 
     # Ingest pods.
-    ingest_image: str = "ghcr.io/camfleet/camfleet:latest"
+    ingest_image: str = "ghcr.io/camfleet/camfleet-ingest:0.1.0"
     ingest_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     ingest_cpu_request: str = "250m"
     ingest_memory_request: str = "128Mi"

@@ -238,7 +238,11 @@ async def test_camera_gets_deployment_secret_room_and_honest_status(
     await asyncio.sleep(2.5 * INTERVAL)
     again = await client.get(cameras(ns, "door"))
     assert again is not None
-    assert again["metadata"]["resourceVersion"] == version
+    assert again["metadata"]["resourceVersion"] == version, {
+        key: (cam.get(key), again.get(key))
+        for key in ("status", "spec")
+        if cam.get(key) != again.get(key)
+    } or [f["manager"] for f in again["metadata"].get("managedFields", [])]
 
     metrics = await asyncio.to_thread(
         urllib.request.urlopen, f"http://127.0.0.1:{operator.metrics_port}/metrics"

@@ -14,7 +14,7 @@ class MissingTool(RuntimeError):
 
 
 def repo_root() -> Path:
-    """The checkout this package runs from (src/camfleet/testbed → three levels up)."""
+    """The checkout this package runs from (dev/camfleet_dev/testbed → three levels up)."""
     env = os.environ.get("CAMFLEET_ROOT")
     if env:
         return Path(env)
