@@ -196,17 +196,21 @@ async def test_live_with_media_facts_one_session_and_enabled_toggle(
     # A healthy start shows Normal events only, each transition once (no Degraded/IngestNotReady
     # while the readiness probe catches up with the published track, no doubled New -> Pending).
     await asyncio.sleep(1.0)  # events are posted just after the status write
-    events = [
-        e
-        for e in await stack.client.list(f"/api/v1/namespaces/{stack.ns}/events", label_selector="")
-        if e["involvedObject"]["name"] == "front" and e["reason"] == "PhaseChanged"
-    ]
+    listed = await stack.client.list(f"/api/v1/namespaces/{stack.ns}/events", label_selector="")
+    events = sorted(  # the API lists events by name; etcd's revision orders them in time
+        (
+            e
+            for e in listed
+            if e["involvedObject"]["name"] == "front" and e["reason"] == "PhaseChanged"
+        ),
+        key=lambda e: int(e["metadata"]["resourceVersion"]),
+    )
     transitions = [e["message"].split(":")[0] for e in events]
     assert {e["type"] for e in events} == {"Normal"}, transitions
     assert len(transitions) == len(set(transitions)), transitions
     assert all(e.get("count", 1) == 1 for e in events), transitions
-    assert transitions[0] == "New -> Pending"
-    assert transitions[-1].endswith("-> Live")
+    assert transitions[0] == "New -> Pending", transitions
+    assert transitions[-1].endswith("-> Live"), transitions
     status = cam["status"]
     assert (status["codec"], status["resolution"], status["fps"]) == ("h264", "1920x1080", 25)
     assert conditions(cam) == {

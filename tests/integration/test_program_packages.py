@@ -49,7 +49,8 @@ PROGRAMS = {
     "ingest": Program(
         "ingest",
         "camfleet-ingest",
-        ("camfleet_ingest.__main__", "camfleet_ingest.main", "camfleet_ingest.transcode"),
+        # (its __main__ runs the program; the console script test below starts it)
+        ("camfleet_ingest.main", "camfleet_ingest.publisher", "camfleet_ingest.transcode"),
         frozenset({"kopf", "redis", "kubernetes-asyncio", "camfleet-operator", "camfleet-gateway"}),
     ),
 }
