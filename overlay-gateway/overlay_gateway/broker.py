@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from camfleet.events import EVENT_MAX_BYTES, STREAM_FIELD, Event, stream_key
 from overlay_gateway.metrics import Metrics
-from overlay_gateway.protocol import event_message
+from overlay_gateway.protocol import event_message, position_key
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +363,11 @@ class Broker:
         # MAXLEN trimming leaves no trace of what it removed; if `since` itself is no longer
         # retained, entries after it may have gone too: say so (conservatively).
         first = (info or {}).get("recorded-first-entry-id")
-        if first is not None and since not in ("0", "0-0") and _key(_position(first)) > _key(since):
+        if (
+            first is not None
+            and since not in ("0", "0-0")
+            and position_key(_position(first)) > position_key(since)
+        ):
             gap = True
         events: list[tuple[str, bytes]] = []
         for raw_id, fields in entries:
@@ -401,8 +405,3 @@ class Broker:
 def _bulk(arg: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
-
-
-def _key(position: str) -> tuple[int, int]:
-    ms, _, seq = position.partition("-")
-    return int(ms), int(seq or 0)

@@ -89,6 +89,12 @@ def parse_client_message(data: str | bytes) -> Subscribe | Unsubscribe | Ping:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: {first['msg']}") from None
 
 
+def position_key(position: str) -> tuple[int, int]:
+    """A stream id ("<ms>-<seq>", or "<ms>") as a sortable pair."""
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def event_message(camera: str, position: str, event_json: bytes) -> bytes:
     # Spliced, not re-encoded: event_json is the validated, canonical event serialisation.
     return b"".join(
