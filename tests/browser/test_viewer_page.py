@@ -72,7 +72,8 @@ async def open_signed_in(
 ) -> Page:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
-    await page.goto(f"{stack.url}/{query}")
+    # The test hooks (window.camfleetViewer) are loaded only when the URL asks for them.
+    await page.goto(f"{stack.url}/{query}{'&' if query else '?'}testhooks")
     # Kubernetes token auth: the gateway answers 401 and the page asks for a token.
     await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
     await page.fill("#token", stack.token(account))

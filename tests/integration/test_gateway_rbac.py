@@ -22,6 +22,7 @@ from camfleet.ai import AsyncPublisher
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.redis import RedisServer
+from gateway_clients import metric, scrape
 from overlay_gateway.settings import Settings
 from overlay_gateway.testing import RunningGateway, run_gateway
 
@@ -307,3 +308,15 @@ async def test_viewer_token_cannot_publish_on_livekit(bed: Bed) -> None:
     finally:
         await viewer.disconnect()
         await control.disconnect()
+
+
+async def test_unknown_cameras_cost_one_api_lookup_per_cache_period(bed: Bed) -> None:
+    gw, ns = bed.gw, bed.ns
+    lookups = "camfleet_gateway_camera_lookups_total"
+    before = metric(await scrape(gw), lookups, 'result="not_found"')
+    # Denials are not cached in this bed (AUTHZ_DENY_CACHE_SECONDS=0): each subscribe is
+    # authorised again, but the Camera's absence is remembered for a while, whoever asks.
+    for _ in range(3):
+        answer = await subscribe(gw, f"{ns}/ghost", bearer(bed.viewer))
+        assert answer["code"] == "forbidden"  # not allowed to learn that it does not exist
+    assert metric(await scrape(gw), lookups, 'result="not_found"') - before == 1

@@ -48,6 +48,14 @@ async def test_the_built_viewer_is_served(gateway: RunningGateway) -> None:
                 assert len(await resp.read()) > 1000
 
 
+def test_the_product_bundle_carries_no_test_hooks() -> None:
+    # They are a chunk of their own, imported only with ?testhooks (or ?probe).
+    assert "camfleetViewer" not in (STATIC_DIR / "viewer.js").read_text(encoding="utf-8")
+    chunks = list((STATIC_DIR / "chunks").glob("testhooks-*.js"))
+    assert len(chunks) == 1
+    assert "camfleetViewer" in chunks[0].read_text(encoding="utf-8")
+
+
 async def test_the_favicon_is_served(gateway: RunningGateway) -> None:
     async with aiohttp.ClientSession() as http:
         for path in ("/favicon.ico", "/static/favicon.svg"):
