@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from gateway_clients import metric, scrape
 from livekit import api as lkapi
 from livekit import rtc
 
@@ -22,7 +23,6 @@ from camfleet.ai import AsyncPublisher
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.redis import RedisServer
-from gateway_clients import metric, scrape
 from overlay_gateway.settings import Settings
 from overlay_gateway.testing import RunningGateway, run_gateway
 
