@@ -40,11 +40,11 @@ def init_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=64 * 1024, middlewares=[admit_requests])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics = Metrics()
-    app[keys.HUB] = hub = Hub(metrics)
+    app[keys.HUB] = Hub(metrics)
     app[keys.ADMISSION] = admission = Admission(
         settings.handshake_timeout_seconds, settings.max_connections, metrics
     )
-    admission.websockets = lambda: len(hub.connections)
+    admission.websockets = lambda: len(app[keys.HUB].connections)
     app[keys.SESSIONS] = set()
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_kube_ctx)
@@ -208,6 +208,7 @@ async def start_site(
         handle_signals=handle_signals,
         access_log=None,
         shutdown_timeout=settings.shutdown_grace_seconds,
+        keepalive_timeout=75.0,  # web.run_app's default (a bare AppRunner keeps idle ones 1 h)
     )
     await runner.setup()
     site = AdmissionSite(runner, app[keys.ADMISSION], host, port, backlog=settings.listen_backlog)
