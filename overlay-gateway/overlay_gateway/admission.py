@@ -5,7 +5,8 @@ that never finishes its request headers is not a WebSocket yet, so it counted to
 `Admission` sees every accepted connection (`AdmissionSite` wraps the server's protocol
 factory), gives it `timeout` seconds to get through the handshake and counts it as pending
 until then: the /ws handler adds the pending ones to the open WebSockets against
-`max_connections`, and connections beyond that are closed as soon as they are accepted.
+`max_connections` (503 beyond it), and connections more than `ACCEPT_HEADROOM` beyond it are
+closed as soon as they are accepted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from aiohttp.web_protocol import RequestHandler
 
 from overlay_gateway.metrics import Metrics
 
-__all__ = ["Admission", "AdmissionSite"]
+__all__ = ["ACCEPT_HEADROOM", "Admission", "AdmissionSite"]
+
+ACCEPT_HEADROOM = 64
 
 
 class Admission:
@@ -45,10 +48,10 @@ class Admission:
 
     def accepted(self, handler: RequestHandler) -> RequestHandler:
         loop = asyncio.get_running_loop()
-        # One over the limit is let in: it learns why from a 503 rather than from a reset.
-        if self.over_limit():
+        # A few over the limit are let in: an upgrade learns why from a 503 rather than from a
+        # reset, and the kubelet's health probes still get through at full capacity.
+        if self.over_limit(extra=-ACCEPT_HEADROOM):
             self.metrics.connections_refused.labels("capacity").inc()
-            # connection_made runs next on the loop; the transport exists after it.
             loop.call_soon(_abort, handler)
             return handler
         self._pending[handler] = loop.call_later(self.timeout, self._expire, handler)
@@ -86,9 +89,12 @@ def _lost(handler: RequestHandler) -> bool:
     return handler.transport is None and handler._manager is None
 
 
-def _abort(handler: RequestHandler) -> None:
+def _abort(handler: RequestHandler, tries: int = 3) -> None:
     if handler.transport is not None:
         handler.transport.abort()
+    elif tries and not _lost(handler):
+        # The transport schedules connection_made after the factory returned: look again.
+        asyncio.get_running_loop().call_soon(_abort, handler, tries - 1)
 
 
 class AdmissionSite(web.BaseSite):

@@ -29,6 +29,7 @@ from gateway_clients import (
 
 from camfleet.ai import AsyncPublisher
 from camfleet_dev.testbed.redis import RedisServer
+from overlay_gateway.admission import ACCEPT_HEADROOM
 from overlay_gateway.testing import RunningGateway, run_gateway
 
 OP_TEXT, OP_BINARY, OP_CLOSE = 0x1, 0x2, 0x8
@@ -156,6 +157,43 @@ async def test_handshakes_time_out_and_count_toward_the_connection_limit(
         text = await scrape(gw)
         assert metric(text, "camfleet_gateway_handshake_timeouts_total") >= 2
         assert metric(text, "camfleet_gateway_pending_handshakes") == 0
+
+
+async def test_connections_far_beyond_the_limit_are_closed_at_once(
+    redis_server: RedisServer,
+) -> None:
+    cfg = settings(redis_server.url, max_connections=2, handshake_timeout_seconds=5.0)
+    async with run_gateway(cfg) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        loop = asyncio.get_running_loop()
+        socks = []
+        for _ in range(2 + ACCEPT_HEADROOM + 6):
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (host, int(port)))
+            socks.append(sock)
+        await asyncio.sleep(0.5)  # well before the 5 s handshake timeout
+
+        async def closed(sock: socket.socket) -> bool:
+            try:
+                return await asyncio.wait_for(loop.sock_recv(sock, 1), 0.05) == b""
+            except ConnectionResetError:
+                return True
+            except TimeoutError:
+                return False
+
+        verdicts = [await closed(sock) for sock in socks]
+        # Up to the limit plus the headroom wait for their handshake; the rest are cut.
+        assert verdicts.count(True) == 5
+        assert verdicts[: 2 + ACCEPT_HEADROOM] == [False] * (2 + ACCEPT_HEADROOM)
+        for sock in socks:
+            sock.close()
+        assert (
+            metric(
+                await scrape(gw), "camfleet_gateway_connections_refused_total", 'reason="capacity"'
+            )
+            == 5
+        )
 
 
 async def closes_or_resets(sock: socket.socket) -> bool:
