@@ -2,8 +2,9 @@
 
 aiohttp's frame reader serves both ends of a connection, so it takes unmasked frames from a
 client (RFC 6455 §5.1: the server MUST close with 1002); it takes binary frames (the protocol
-is text only: 1003); and on an oversized frame it closes the socket at once with the rest of
-the frame unread, so the client's kernel answers with a reset and the 1009 close frame is lost.
+is text only: 1003); and on an oversized frame (or any other protocol error) it closes the
+socket at once with the rest of the data unread, so the client's kernel answers with a reset
+and the 1009 (1002) close frame is lost.
 
 `FrameGuard` sits between the socket and aiohttp's reader (`GuardedWebSocketResponse`). It
 follows frame boundaries by their headers alone (payload bytes are passed on or skipped, never
@@ -28,6 +29,7 @@ _OP_CONTINUATION: Final = 0x0
 _OP_TEXT: Final = 0x1
 _OP_BINARY: Final = 0x2
 _OP_CLOSE: Final = 0x8
+_OPCODES: Final = frozenset((0x0, 0x1, 0x2, 0x8, 0x9, 0xA))
 # Empty, masked (with a zero key) frames the reader turns into a message for the handler.
 _WAKE_TEXT: Final = b"\x81\x80\x00\x00\x00\x00"
 _WAKE_CONTINUATION: Final = b"\x80\x80\x00\x00\x00\x00"
@@ -122,6 +124,13 @@ class FrameGuard:
         violation: Violation | None = None
         if not masked:
             violation = Violation(WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
+        elif first & 0x70 or opcode not in _OPCODES:
+            # No extension is negotiated (permessage-deflate is off): no reserved bits.
+            violation = Violation(WSCloseCode.PROTOCOL_ERROR, "reserved bits or opcode")
+        elif opcode >= _OP_CLOSE and (not fin or length > 125):
+            violation = Violation(WSCloseCode.PROTOCOL_ERROR, "invalid control frame")
+        elif opcode < _OP_CLOSE and (opcode == _OP_CONTINUATION) != self._fragmented:
+            violation = Violation(WSCloseCode.PROTOCOL_ERROR, "unexpected continuation")
         elif opcode == _OP_BINARY:
             violation = Violation(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
         elif opcode in (_OP_TEXT, _OP_CONTINUATION):

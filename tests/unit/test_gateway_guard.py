@@ -63,6 +63,7 @@ async def test_good_frames_pass_in_any_pieces(cut: int) -> None:
         frame(0x1, b"hello")
         + frame(0x9, b"ping")
         + frame(0x1, big[:100], fin=False)
+        + frame(0xA, b"pong")  # control frames may come between fragments
         + frame(0x0, big[100:], fin=True)
         + CLOSE
     )
@@ -70,8 +71,9 @@ async def test_good_frames_pass_in_any_pieces(cut: int) -> None:
     assert guard.violation is None
     assert messages[0] == (WSMsgType.TEXT, "hello")
     assert messages[1][0] is WSMsgType.PING
-    assert messages[2] == (WSMsgType.TEXT, big.decode())
-    assert messages[3][0] is WSMsgType.CLOSE
+    assert messages[2][0] is WSMsgType.PONG
+    assert messages[3] == (WSMsgType.TEXT, big.decode())
+    assert messages[4][0] is WSMsgType.CLOSE
 
 
 @pytest.mark.parametrize("cut", CUTS)
@@ -82,6 +84,12 @@ async def test_good_frames_pass_in_any_pieces(cut: int) -> None:
         (frame(0x1, b"x" * 600, fin=False) + frame(0x0, b"x" * 600), WSCloseCode.MESSAGE_TOO_BIG),
         (frame(0x2, b"\x00\x01"), WSCloseCode.UNSUPPORTED_DATA),
         (frame(0x1, b"hi", masked=False), WSCloseCode.PROTOCOL_ERROR),
+        (frame(0x1 | 0x40, b"hi"), WSCloseCode.PROTOCOL_ERROR),  # RSV1 without deflate
+        (frame(0x3, b"hi"), WSCloseCode.PROTOCOL_ERROR),  # reserved opcode
+        (frame(0x9, b"p", fin=False), WSCloseCode.PROTOCOL_ERROR),  # fragmented ping
+        (frame(0x9, b"p" * 126), WSCloseCode.PROTOCOL_ERROR),  # ping over 125 bytes
+        (frame(0x0, b"hi"), WSCloseCode.PROTOCOL_ERROR),  # continuation of nothing
+        (frame(0x1, b"a", fin=False) + frame(0x1, b"b"), WSCloseCode.PROTOCOL_ERROR),
     ],
 )
 async def test_a_violation_stops_the_reader_and_only_a_close_follows(
@@ -94,5 +102,5 @@ async def test_a_violation_stops_the_reader_and_only_a_close_follows(
     # "before", then the (empty or partial) wake-up message, then only the client's close.
     assert messages[0] == (WSMsgType.TEXT, "before")
     assert messages[1][0] is WSMsgType.TEXT
-    assert messages[1][1] in ("", "x" * 600)
+    assert messages[1][1] in ("", "x" * 600, "a")
     assert [t for t, _ in messages[2:]] == [WSMsgType.CLOSE]
