@@ -120,7 +120,8 @@ async def _measure(state: Path, seconds: float, settle: float, probe: bool) -> d
             async with async_playwright() as pw:
                 browser = await launch_chromium(pw)
                 page = await browser.new_page(viewport={"width": 1280, "height": 800})
-                await page.goto(stack.url + ("/?probe" if probe else "/"))
+                # ?testhooks loads window.camfleetViewer; ?probe also reads frame codes.
+                await page.goto(stack.url + ("/?probe" if probe else "/?testhooks"))
                 await page.wait_for_selector("#signin:not([hidden])")
                 await page.fill("#token", stack.token("viewer"))
                 await page.press("#token", "Enter")

@@ -7,16 +7,18 @@ nothing is global, so tests can run several gateways (replicas) in one process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from overlay_gateway import keys
+from overlay_gateway.admission import Admission, AdmissionSite
 from overlay_gateway.auth import (
     Authenticator,
     Authorizer,
@@ -24,33 +26,52 @@ from overlay_gateway.auth import (
     ProxyAuthenticator,
     StaticTokenAuthenticator,
 )
-from overlay_gateway.broker import Broker
+from overlay_gateway.broker import Broker, connect
 from overlay_gateway.hub import Hub
 from overlay_gateway.kube import KubeClient, KubeConfig
 from overlay_gateway.metrics import Metrics
-from overlay_gateway.routes import setup_routes
+from overlay_gateway.routes import WS_PATH, setup_routes
 from overlay_gateway.settings import AuthMode, Settings
 
 log = logging.getLogger(__name__)
 
 
 def init_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[admit_requests])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics = Metrics()
     app[keys.HUB] = Hub(metrics)
+    app[keys.ADMISSION] = admission = Admission(
+        settings.handshake_timeout_seconds, settings.max_connections, metrics
+    )
+    admission.websockets = lambda: len(app[keys.HUB].connections)
     app[keys.SESSIONS] = set()
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_kube_ctx)
     app.on_shutdown.append(_close_clients)
+    app.on_cleanup.append(_close_admission)
     setup_routes(app)
     return app
 
 
+@web.middleware
+async def admit_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request's headers are in: its connection is past the handshake (/ws: once upgraded)."""
+    admission = request.app[keys.ADMISSION]
+    if request.path != WS_PATH:
+        admission.admit(request.protocol)
+    try:
+        return await handler(request)
+    finally:
+        admission.admit(request.protocol)
+
+
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    client = aioredis.Redis.from_url(
+    client = connect(
         settings.redis_url.get_secret_value(),
+        # Named, so that CLIENT LIST tells the gateway's connections from the others.
+        client_name="camfleet-gateway",
         # Readers hold a connection in XREAD BLOCK: the socket timeout must outlast the block.
         socket_timeout=settings.xread_block_ms / 1000 + 5,
         socket_connect_timeout=2,
@@ -67,6 +88,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         backoff_max=settings.redis_backoff_max_seconds,
         linger=settings.reader_linger_seconds,
         streams_per_reader=settings.streams_per_reader,
+        idle_seconds=settings.redis_idle_seconds,
     )
     app[keys.REDIS] = client
     app[keys.BROKER] = broker
@@ -105,10 +127,15 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.METRICS],
         allow_seconds=settings.authz_cache_seconds,
         deny_seconds=settings.authz_deny_cache_seconds,
+        not_found_seconds=settings.camera_not_found_cache_seconds,
     )
     yield
     if kube is not None:
         await kube.close()
+
+
+async def _close_admission(app: web.Application) -> None:
+    app[keys.ADMISSION].close()
 
 
 async def _close_clients(app: web.Application) -> None:
@@ -149,7 +176,8 @@ def tune_gc() -> None:
 def serve(app: web.Application, settings: Settings) -> None:
     """Run ``app`` until SIGTERM/SIGINT, on uvloop when it is installed.
 
-    run_app handles the signals: on_shutdown closes clients with 1001, cleanup_ctx disposes.
+    As `web.run_app`, with the admission site: on_shutdown closes clients with 1001,
+    cleanup_ctx disposes.
     """
     try:
         import uvloop
@@ -157,14 +185,40 @@ def serve(app: web.Application, settings: Settings) -> None:
         loop = asyncio.new_event_loop()
     else:
         loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
     tune_gc()
-    web.run_app(
+    main = loop.create_task(_serve(app, settings))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def start_site(
+    app: web.Application, settings: Settings, host: str, port: int, *, handle_signals: bool
+) -> web.AppRunner:
+    runner = web.AppRunner(
         app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
+        handle_signals=handle_signals,
         access_log=None,
         shutdown_timeout=settings.shutdown_grace_seconds,
-        backlog=settings.listen_backlog,
-        loop=loop,
+        keepalive_timeout=75.0,  # web.run_app's default (a bare AppRunner keeps idle ones 1 h)
     )
+    await runner.setup()
+    site = AdmissionSite(runner, app[keys.ADMISSION], host, port, backlog=settings.listen_backlog)
+    await site.start()
+    return runner
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
+    runner = await start_site(app, settings, settings.host, settings.port, handle_signals=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -232,6 +232,8 @@ class Authorizer:
     metrics: Metrics
     allow_seconds: float = 10.0
     deny_seconds: float = 2.0
+    # A name that is not a Camera costs one lookup per this many seconds, whoever asks.
+    not_found_seconds: float = 5.0
     _decisions: _TTLCache[tuple[str, frozenset[str], str], Decision] = field(
         default_factory=_TTLCache
     )
@@ -249,7 +251,9 @@ class Authorizer:
             obj = await self.kube.get_camera(ref.namespace, ref.name)
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
             raise AuthUnavailable("camera lookup failed") from exc
-        self._cameras.put(key, obj, min(self.allow_seconds, 5.0))
+        self.metrics.camera_lookups.labels("found" if obj is not None else "not_found").inc()
+        ttl = min(self.allow_seconds, 5.0) if obj is not None else self.not_found_seconds
+        self._cameras.put(key, obj, ttl)
         return obj
 
     async def check(self, identity: Identity, ref: CameraRef) -> Decision:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,13 +32,46 @@ from redis.exceptions import RedisError
 
 from camfleet.events import EVENT_MAX_BYTES, STREAM_FIELD, Event, stream_key
 from overlay_gateway.metrics import Metrics
-from overlay_gateway.protocol import event_message
+from overlay_gateway.protocol import event_message, position_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Broker", "EventSink", "ReplayResult", "classify_entry"]
+__all__ = ["Broker", "EventSink", "IdleClosingPool", "ReplayResult", "classify_entry", "connect"]
 
 _FIELD = STREAM_FIELD.encode()
+
+
+class IdleClosingPool(aioredis.ConnectionPool):
+    """A connection pool that can close the connections idle for a while (`close_idle`).
+
+    redis-py keeps every connection a burst of commands opened (concurrent replays of a page
+    with many cameras) for the life of the pool; this lets their number follow activity.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._released: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def release(self, connection: Any) -> None:
+        self._released[connection] = time.monotonic()
+        await super().release(connection)
+
+    async def close_idle(self, idle_seconds: float) -> int:
+        """Disconnect and drop the spare connections unused for `idle_seconds`."""
+        cutoff = time.monotonic() - idle_seconds
+        async with self._lock:  # taken off the list first: nobody can pick them up meanwhile
+            stale = [c for c in self._available_connections if self._released.get(c, 0.0) <= cutoff]
+            for connection in stale:
+                self._available_connections.remove(connection)
+        for connection in stale:
+            with contextlib.suppress(RedisError, OSError):
+                await connection.disconnect()
+        return len(stale)
+
+
+def connect(url: str, **kwargs: Any) -> aioredis.Redis:
+    """A Redis client on an `IdleClosingPool` (the client owns and closes the pool)."""
+    return aioredis.Redis.from_pool(IdleClosingPool.from_url(url, **kwargs))
 
 
 class EventSink(Protocol):
@@ -121,15 +155,16 @@ class _Shard:
         self.reading = -1
         self.wake = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self.run(), name="stream-reader")
-        self._interrupts: set[asyncio.Task[None]] = set()
+        # At most one at a time however many streams are added at once: each CLIENT UNBLOCK
+        # in flight holds a pool connection.
+        self._interrupt: asyncio.Task[None] | None = None
 
     def add(self, stream: _Stream) -> None:
         self.streams[stream.key] = stream
         self.generation += 1
         self.wake.set()
-        task = asyncio.get_running_loop().create_task(self._interrupt(self.generation))
-        self._interrupts.add(task)
-        task.add_done_callback(self._interrupts.discard)
+        if self._interrupt is None or self._interrupt.done():
+            self._interrupt = asyncio.get_running_loop().create_task(self._interrupt_read())
 
     def remove(self, stream: _Stream) -> None:
         # No interrupt: the next read simply leaves it out.
@@ -137,18 +172,18 @@ class _Shard:
             del self.streams[stream.key]
             self.generation += 1
 
-    async def _interrupt(self, generation: int) -> None:
-        """Unblock the pending XREAD until one that includes `generation` is under way."""
+    async def _interrupt_read(self) -> None:
+        """Unblock the pending XREAD until one that includes every added stream is under way."""
         for _ in range(500):
-            if self.reading >= generation or self.client_id is None:
+            if self.reading >= self.generation or self.client_id is None:
                 return
             try:
-                if await self.broker.redis.client_unblock(self.client_id):
-                    return
+                unblocked = await self.broker.redis.client_unblock(self.client_id)
             except (RedisError, OSError):
                 return
-            # Not blocked yet: the read is still on its way to Redis. Try again shortly.
-            await asyncio.sleep(0.002)
+            # Unblocked: the reader rebuilds its read (checked again above). Not blocked yet:
+            # the read is still on its way to Redis. Either way, look again shortly.
+            await asyncio.sleep(0 if unblocked else 0.002)
 
     async def run(self) -> None:
         b = self.broker
@@ -165,7 +200,12 @@ class _Shard:
                 if not self.streams:
                     self.wake.clear()
                     self.reading = self.generation
-                    await self.wake.wait()
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), timeout=b.idle_seconds)
+                    except TimeoutError:
+                        if not self.streams and b.retire(self):
+                            await self._release_connection()
+                            return
                     continue
                 self.reading = self.generation
                 snapshot = {k: s for k, s in self.streams.items() if s.last_id is not None}
@@ -248,16 +288,23 @@ class _Shard:
             b.metrics.events_in.inc(len(batch))
             b.sink.publish(camera, batch, arrived)
 
+    async def _release_connection(self) -> None:
+        conn, self.conn = self.conn, None
+        self.client_id = None
+        if conn is not None:
+            # Closed, not kept as a spare: an idle reader's connection is not needed any more.
+            with contextlib.suppress(RedisError, OSError):
+                await conn.disconnect()
+            await self.broker.redis.connection_pool.release(conn)
+
     async def close(self) -> None:
-        tasks = [self.task, *self._interrupts]
+        tasks = [self.task] if self._interrupt is None else [self.task, self._interrupt]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.conn is not None:
-            await self.broker.redis.connection_pool.release(self.conn)
-            self.conn = None
+        await self._release_connection()
 
     def _xread_command(self, streams: dict[bytes, _Stream]) -> bytes:
         b = self.broker
@@ -288,6 +335,8 @@ class Broker:
         backoff_max: float = 5.0,
         linger: float = 5.0,
         streams_per_reader: int = 256,
+        idle_seconds: float = 30.0,
+        concurrent_replays: int = 8,
     ) -> None:
         self.redis = redis
         self.sink = sink
@@ -298,8 +347,35 @@ class Broker:
         self.backoff_max = backoff_max
         self.linger = linger
         self.streams_per_reader = streams_per_reader
+        self.idle_seconds = idle_seconds
         self._streams: dict[str, _Stream] = {}
         self._shards: list[_Shard] = []
+        # Each replay in flight holds a pool connection: a page subscribing to many cameras
+        # with `since` must not open one per camera.
+        self._replays = asyncio.Semaphore(concurrent_replays)
+        self._reaper: asyncio.Task[None] | None = None
+        if isinstance(redis.connection_pool, IdleClosingPool):
+            self._reaper = asyncio.get_running_loop().create_task(
+                self._close_idle(redis.connection_pool), name="redis-idle-reaper"
+            )
+
+    def retire(self, shard: _Shard) -> bool:
+        """Forget a shard that has had no stream for a while; False if it has one again."""
+        if shard.streams or shard not in self._shards:
+            return False
+        self._shards.remove(shard)
+        return True
+
+    async def _close_idle(self, pool: IdleClosingPool) -> None:
+        while True:
+            await asyncio.sleep(self.idle_seconds / 2)
+            try:
+                closed = await pool.close_idle(self.idle_seconds)
+            except Exception:  # a reaper must never die
+                log.exception("closing idle Redis connections failed")
+                continue
+            if closed:
+                log.debug("closed idle Redis connections", extra={"count": closed})
 
     def degraded(self, camera: str) -> bool:
         stream = self._streams.get(camera)
@@ -353,7 +429,7 @@ class Broker:
         start = since if since.startswith("(") else f"({since}"
         if since in ("0", "0-0"):
             start = "-"
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._replays, self.redis.pipeline(transaction=False) as pipe:
             pipe.xrevrange(key, max="+", min=start, count=limit + 1)
             pipe.xinfo_stream(key)
             rev, info = await self._pipeline(pipe)
@@ -363,7 +439,11 @@ class Broker:
         # MAXLEN trimming leaves no trace of what it removed; if `since` itself is no longer
         # retained, entries after it may have gone too: say so (conservatively).
         first = (info or {}).get("recorded-first-entry-id")
-        if first is not None and since not in ("0", "0-0") and _key(_position(first)) > _key(since):
+        if (
+            first is not None
+            and since not in ("0", "0-0")
+            and position_key(_position(first)) > position_key(since)
+        ):
             gap = True
         events: list[tuple[str, bytes]] = []
         for raw_id, fields in entries:
@@ -388,6 +468,10 @@ class Broker:
             return False
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
         for stream in self._streams.values():
             if stream.stop_handle is not None:
                 stream.stop_handle.cancel()
@@ -401,8 +485,3 @@ class Broker:
 def _bulk(arg: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
-
-
-def _key(position: str) -> tuple[int, int]:
-    ms, _, seq = position.partition("-")
-    return int(ms), int(seq or 0)

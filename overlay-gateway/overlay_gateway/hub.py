@@ -20,14 +20,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from overlay_gateway.protocol import status_message
+from overlay_gateway.protocol import position_key, status_message
 
 if TYPE_CHECKING:  # the hub counts into the app's metrics but needs no metrics library itself
     from overlay_gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Connection", "FrameWriter", "Hub", "SendQueue", "position_key", "text_frame"]
+__all__ = ["Connection", "FrameWriter", "Hub", "SendQueue", "text_frame"]
 
 _DRAIN_POLL_SECONDS = 0.01
 
@@ -42,11 +42,6 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = bytes((0x81, 127)) + n.to_bytes(8, "big")
     return header + payload
-
-
-def position_key(position: str) -> tuple[int, int]:
-    ms, _, seq = position.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class FrameWriter(Protocol):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from overlay_gateway.admission import Admission
 from overlay_gateway.auth import Authenticator, Authorizer
 from overlay_gateway.broker import Broker
 from overlay_gateway.hub import Hub
@@ -22,4 +23,5 @@ BROKER = web.AppKey("broker", Broker)
 KUBE: web.AppKey[KubeClient | None] = web.AppKey("kube")
 AUTHENTICATORS: web.AppKey[Sequence[Authenticator]] = web.AppKey("authenticators")
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
+ADMISSION = web.AppKey("admission", Admission)
 SESSIONS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sessions")

@@ -24,6 +24,34 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.handshakes = Gauge(
+            "camfleet_gateway_pending_handshakes",
+            "TCP connections accepted and not yet through their HTTP/WebSocket handshake.",
+            registry=r,
+        )
+        self.handshake_timeouts = Counter(
+            "camfleet_gateway_handshake_timeouts",
+            "Connections closed for not completing their handshake in time.",
+            registry=r,
+        )
+        self.protocol_closes = Counter(
+            "camfleet_gateway_protocol_closes",
+            "WebSocket connections closed by the gateway for a protocol or policy violation.",
+            ["code"],
+            registry=r,
+        )
+        self.subscribes_refused = Counter(
+            "camfleet_gateway_subscribes_refused",
+            "Subscribe messages (or cameras in them) refused before any lookup.",
+            ["reason"],
+            registry=r,
+        )
+        self.camera_lookups = Counter(
+            "camfleet_gateway_camera_lookups",
+            "Camera objects fetched from the Kubernetes API (cache misses).",
+            ["result"],
+            registry=r,
+        )
         self.subscriptions = Gauge(
             "camfleet_gateway_subscriptions",
             "Camera subscriptions over all connections.",

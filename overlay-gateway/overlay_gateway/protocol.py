@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    TOO_MANY_CAMERAS = "too_many_cameras"
+    RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
@@ -87,6 +89,12 @@ def parse_client_message(data: str | bytes) -> Subscribe | Unsubscribe | Ping:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type") from None
         where = ".".join(str(p) for p in first["loc"])
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: {first['msg']}") from None
+
+
+def position_key(position: str) -> tuple[int, int]:
+    """A stream id ("<ms>-<seq>", or "<ms>") as a sortable pair."""
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def event_message(camera: str, position: str, event_json: bytes) -> bytes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -25,7 +26,9 @@ from overlay_gateway.auth import (
     authenticate,
 )
 from overlay_gateway.broker import ReplayResult
+from overlay_gateway.guard import GuardedWebSocketResponse
 from overlay_gateway.hub import Connection, text_frame
+from overlay_gateway.limits import TokenBucket
 from overlay_gateway.protocol import (
     PONG,
     PROTOCOL_VERSION,
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 
 WS_SUBPROTOCOL = "camfleet.v1"
+WS_PATH = "/ws"
 _conn_ids = itertools.count(1)
 
 
@@ -154,19 +158,47 @@ async def issue_token(request: web.Request) -> web.Response:
 class _Session:
     """One WebSocket client: parses its messages and (un)subscribes it."""
 
-    def __init__(self, app: web.Application, conn: Connection, identity: Identity) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        ws: web.WebSocketResponse,
+        conn: Connection,
+        identity: Identity,
+    ) -> None:
         self.app = app
+        self.ws = ws
         self.conn = conn
         self.identity = identity
-        self.settings = app[keys.SETTINGS]
+        self.settings = settings = app[keys.SETTINGS]
         self.hub = app[keys.HUB]
         self.broker = app[keys.BROKER]
+        self.metrics = app[keys.METRICS]
+        self.subscribes = TokenBucket(
+            settings.subscribe_rate_per_second, settings.subscribe_burst, time.monotonic()
+        )
+        self.refused_in_a_row = 0
 
     def send(self, payload: bytes) -> None:
         self.conn.send(text_frame(payload), None)
 
     def error(self, code: ErrorCode, message: str, camera: str | None = None) -> None:
         self.send(error_message(code, message, camera))
+
+    async def refuse(self, code: WSCloseCode, reason: str) -> None:
+        """Close the connection for a violation: the close frame is the last frame it gets."""
+        self.metrics.protocol_closes.labels(str(int(code))).inc()
+        log.info(
+            "closing client connection",
+            extra={"connection": self.conn.ident, "code": int(code), "reason": reason},
+        )
+        # Off the fan-out first: no event frame may follow the close frame.
+        self.release()
+        # close() sends the close frame, then reads (drains) until the client's close frame.
+        await self.ws.close(code=code, message=reason.encode()[:123])
+
+    def release(self) -> None:
+        for camera in self.hub.remove(self.conn):
+            self.broker.release(camera)
 
     async def handle(self, data: str) -> None:
         try:
@@ -184,7 +216,30 @@ class _Session:
         elif isinstance(msg, Subscribe):
             await self._subscribe(msg)
 
+    def _refused(self, reason: str, n: int = 1) -> None:
+        self.metrics.subscribes_refused.labels(reason).inc(n)
+
     async def _subscribe(self, msg: Subscribe) -> None:
+        settings = self.settings
+        if not self.subscribes.take(time.monotonic()):
+            self._refused("rate_limited")
+            self.refused_in_a_row += 1
+            if self.refused_in_a_row >= settings.subscribe_burst:
+                await self.refuse(WSCloseCode.POLICY_VIOLATION, "too many subscribe messages")
+                return
+            self.error(
+                ErrorCode.RATE_LIMITED,
+                f"at most {settings.subscribe_rate_per_second:g} subscribe messages a second",
+            )
+            return
+        self.refused_in_a_row = 0
+        if len(msg.cameras) > settings.max_cameras_per_message:
+            self._refused("too_many_cameras")
+            self.error(
+                ErrorCode.TOO_MANY_CAMERAS,
+                f"at most {settings.max_cameras_per_message} cameras per subscribe message",
+            )
+            return
         unknown = set(msg.since) - set(msg.cameras)
         if unknown:
             self.error(ErrorCode.BAD_REQUEST, "since names cameras not being subscribed")
@@ -199,6 +254,13 @@ class _Session:
             if camera in self.conn.cameras:
                 continue  # already live; a second subscribe is a no-op
             wanted.append(camera)
+        # Cameras past the connection's limit are refused before they cost a lookup.
+        room = max(0, settings.max_subscriptions - len(self.conn.cameras))
+        if len(wanted) > room:
+            self._refused("too_many_subscriptions", len(wanted) - room)
+            for camera in wanted[room:]:
+                self._too_many(camera)
+            wanted = wanted[:room]
         authorizer = self.app[keys.AUTHORIZER]
         try:
             decisions = await asyncio.gather(
@@ -215,16 +277,19 @@ class _Session:
             elif decision is not Decision.ALLOWED:
                 self.error(ErrorCode.FORBIDDEN, "not allowed to view this camera", camera)
             elif len(self.conn.cameras) >= self.settings.max_subscriptions:
-                self.error(
-                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                    f"at most {self.settings.max_subscriptions} cameras per connection",
-                    camera,
-                )
+                self._too_many(camera)
             else:
                 # Attached now (frames held back) so that nothing published meanwhile is lost.
                 self.hub.subscribe(self.conn, camera)
                 allowed.append(camera)
         await asyncio.gather(*(self._activate(c, msg.since.get(c)) for c in allowed))
+
+    def _too_many(self, camera: str) -> None:
+        self.error(
+            ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+            f"at most {self.settings.max_subscriptions} cameras per connection",
+            camera,
+        )
 
     async def _activate(self, camera: str, since: str | None) -> None:
         try:
@@ -257,20 +322,23 @@ class _Session:
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings, hub, m = app[keys.SETTINGS], app[keys.HUB], app[keys.METRICS]
-    if len(hub.connections) >= settings.max_connections:
+    admission = app[keys.ADMISSION]
+    # Pending handshakes count, this one included (unless its connection served a request before).
+    if admission.over_limit(extra=0 if admission.holds(request.protocol) else 1):
         m.connections_refused.labels("capacity").inc()
         return _json_error(503, "capacity", "connection limit reached on this replica")
     identity = await _identify(request)
     if isinstance(identity, web.Response):
         m.connections_refused.labels("unauthenticated").inc()
         return identity
-    ws = web.WebSocketResponse(
+    ws = GuardedWebSocketResponse(
         protocols=(WS_SUBPROTOCOL,),
         heartbeat=settings.heartbeat_seconds,
         max_msg_size=settings.max_message_bytes,
         compress=False,  # pre-built frames are shared verbatim; no per-client deflate state
     )
     await ws.prepare(request)
+    admission.admit(request.protocol)
     transport = request.transport
     if transport is None:
         return ws
@@ -287,7 +355,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     hub.add(conn)
     sessions = app[keys.SESSIONS]
     sessions.add(ws)
-    session = _Session(app, conn, identity)
+    session = _Session(app, ws, conn, identity)
     log.info(
         "client connected",
         extra={"connection": conn.ident, "user": identity.user, "via": identity.via},
@@ -299,23 +367,29 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         "heartbeat": settings.heartbeat_seconds,
         "limits": {
             "subscriptions": settings.max_subscriptions,
+            "camerasPerMessage": settings.max_cameras_per_message,
+            "subscribesPerSecond": settings.subscribe_rate_per_second,
             "messageBytes": settings.max_message_bytes,
         },
     }
     session.send(dumps(hello))
+    guard = ws.guard
     try:
         async for msg in ws:
+            if guard.violation is not None:
+                # The guard stopped the frame; this message only woke us up.
+                await session.refuse(guard.violation.code, guard.violation.reason)
+                break
             if msg.type is WSMsgType.TEXT:
                 await session.handle(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                session.error(ErrorCode.BAD_REQUEST, "text frames only")
+            elif msg.type is WSMsgType.BINARY:  # pragma: no cover - the guard refuses them
+                await session.refuse(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
             elif msg.type is WSMsgType.ERROR:
                 break
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         pass
     finally:
-        for camera in hub.remove(conn):
-            app[keys.BROKER].release(camera)
+        session.release()
         sessions.discard(ws)
         log.info(
             "client disconnected",
@@ -333,6 +407,16 @@ async def viewer_page(_request: web.Request) -> web.StreamResponse:
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 
 
+async def favicon(_request: web.Request) -> web.StreamResponse:
+    # Browsers ask for /favicon.ico whatever the page links; an SVG answers both.
+    icon = STATIC_DIR / "favicon.svg"
+    if not icon.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        icon, headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"}
+    )
+
+
 async def static_file(request: web.Request) -> web.StreamResponse:
     root = STATIC_DIR.resolve()
     path = (root / request.match_info["path"]).resolve()
@@ -343,10 +427,11 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", viewer_page)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/static/{path:.+}", static_file)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/ws", websocket)
+    app.router.add_get(WS_PATH, websocket)
     app.router.add_get("/api/cameras", list_cameras)
     app.router.add_post("/api/token", issue_token)

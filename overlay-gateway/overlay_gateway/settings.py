@@ -48,14 +48,26 @@ class Settings(BaseSettings):
     authz_cache_seconds: float = Field(default=10.0, ge=0)
     # Negative decisions expire sooner so that a fresh RoleBinding takes effect quickly.
     authz_deny_cache_seconds: float = Field(default=2.0, ge=0)
+    # "No such Camera" from the API, remembered whoever asks (a new Camera shows up this late).
+    camera_not_found_cache_seconds: float = Field(default=5.0, ge=0)
 
     livekit_url: str = "ws://127.0.0.1:7880"  # as the browser must reach it
     livekit_api_key: SecretStr | None = None
     livekit_api_secret: SecretStr | None = None
     viewer_token_ttl_seconds: int = Field(default=600, ge=30, le=86400)
 
+    # WebSocket connections plus TCP connections still in their handshake, per replica.
     max_connections: int = Field(default=10_000, ge=1)
+    # From accept to the end of the upgrade (request headers, authentication): a connection
+    # that has not made it by then is closed, so half-open sockets cannot hold slots for long.
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0)
     max_subscriptions: int = Field(default=64, ge=1)
+    # Each camera named costs an authorisation (API lookups) unless cached: bounded per message,
+    # and subscribe messages per connection are rate-limited (token bucket).
+    max_cameras_per_message: int = Field(default=64, ge=1)
+    subscribe_rate_per_second: float = Field(default=2.0, gt=0)
+    # Also the number of refused subscribes in a row after which the connection is closed (1008).
+    subscribe_burst: int = Field(default=10, ge=1)
     max_message_bytes: int = Field(default=16 * 1024, ge=256)
     # Per-connection queue of frames waiting for a slow socket; latest-wins per camera past it.
     send_queue_size: int = Field(default=256, ge=1)
@@ -74,6 +86,9 @@ class Settings(BaseSettings):
     redis_backoff_max_seconds: float = Field(default=5.0, gt=0)
     # A reader outlives its last subscriber briefly so that a page reload does not churn it.
     reader_linger_seconds: float = Field(default=5.0, ge=0)
+    # Redis connections idle this long are closed: reader connections without streams and the
+    # pool's spare ones (left over from bursts of subscribes), so their number follows activity.
+    redis_idle_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="before")

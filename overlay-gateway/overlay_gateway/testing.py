@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from overlay_gateway import keys
-from overlay_gateway.app import init_app
+from overlay_gateway.app import init_app, start_site
 from overlay_gateway.hub import Hub
 from overlay_gateway.metrics import Metrics
 from overlay_gateway.settings import Settings
@@ -40,10 +40,7 @@ class RunningGateway:
 @contextlib.asynccontextmanager
 async def run_gateway(settings: Settings, host: str = "127.0.0.1") -> AsyncIterator[RunningGateway]:
     app = init_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_seconds)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0, backlog=settings.listen_backlog)
-    await site.start()
+    runner = await start_site(app, settings, host, 0, handle_signals=False)
     port = runner.addresses[0][1]  # the port the OS picked for port 0
     gateway = RunningGateway(app, runner, f"http://{host}:{port}")
     try:

@@ -19,10 +19,20 @@ const common = {
 
 await rm(out, { recursive: true, force: true });
 await mkdir(out, { recursive: true });
-await build({ ...common, entryPoints: [join(here, 'src', 'main.ts')], outfile: join(out, 'viewer.js'), format: 'iife' });
+// An ES module with code splitting: the test hooks (src/testhooks.ts) end up in a chunk of
+// their own that the page imports only when its URL asks for them (`?testhooks`).
+await build({
+  ...common,
+  entryPoints: { viewer: join(here, 'src', 'main.ts') },
+  outdir: out,
+  format: 'esm',
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
+});
 // livekit-client reads frame metadata (user_timestamp, frame_id) off the encoded frames in a
 // dedicated worker; it must be a same-origin file, so it is bundled next to the page.
 await build({ ...common, entryPoints: ['livekit-client/frame-metadata-worker'], outfile: join(out, 'fm-worker.js'), format: 'iife' });
 await copyFile(join(here, 'src', 'index.html'), join(out, 'index.html'));
 await copyFile(join(here, 'src', 'viewer.css'), join(out, 'viewer.css'));
+await copyFile(join(here, 'src', 'favicon.svg'), join(out, 'favicon.svg'));
 console.log(`viewer built into ${out}`);

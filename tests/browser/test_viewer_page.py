@@ -72,7 +72,8 @@ async def open_signed_in(
 ) -> Page:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
-    await page.goto(f"{stack.url}/{query}")
+    # The test hooks (window.camfleetViewer) are loaded only when the URL asks for them.
+    await page.goto(f"{stack.url}/{query}{'&' if query else '?'}testhooks")
     # Kubernetes token auth: the gateway answers 401 and the page asks for a token.
     await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
     await page.fill("#token", stack.token(account))
@@ -275,6 +276,33 @@ async def test_viewer_plays_the_camera_and_draws_boxes_on_their_frame(
                 await page.screenshot(path=str(repo_root() / "docs" / "img" / name))
     finally:
         await page.context.close()
+
+
+async def test_the_product_page_loads_no_test_hooks(
+    browser: Browser, viewer_stack: ViewerStack
+) -> None:
+    stack = viewer_stack
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    try:
+        await page.goto(f"{stack.url}/")
+        await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
+        await page.fill("#token", stack.token("viewer"))
+        await page.press("#token", "Enter")
+        await page.wait_for_selector("article.tile", timeout=15_000)
+        await poll(
+            lambda: page.locator("#socket").get_attribute("data-state"),
+            lambda state: state == "open",
+            15,
+            "overlay socket open",
+        )
+        assert await page.evaluate("typeof window.camfleetViewer") == "undefined"
+        assert not [url for url in requested if "testhooks" in url]
+        assert any(url.endswith("/static/favicon.svg") for url in requested)
+    finally:
+        await context.close()
 
 
 async def test_viewer_without_access_sees_nothing(

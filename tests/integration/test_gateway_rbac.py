@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from gateway_clients import metric, scrape
 from livekit import api as lkapi
 from livekit import rtc
 
@@ -307,3 +308,15 @@ async def test_viewer_token_cannot_publish_on_livekit(bed: Bed) -> None:
     finally:
         await viewer.disconnect()
         await control.disconnect()
+
+
+async def test_unknown_cameras_cost_one_api_lookup_per_cache_period(bed: Bed) -> None:
+    gw, ns = bed.gw, bed.ns
+    lookups = "camfleet_gateway_camera_lookups_total"
+    before = metric(await scrape(gw), lookups, 'result="not_found"')
+    # Denials are not cached in this bed (AUTHZ_DENY_CACHE_SECONDS=0): each subscribe is
+    # authorised again, but the Camera's absence is remembered for a while, whoever asks.
+    for _ in range(3):
+        answer = await subscribe(gw, f"{ns}/ghost", bearer(bed.viewer))
+        assert answer["code"] == "forbidden"  # not allowed to learn that it does not exist
+    assert metric(await scrape(gw), lookups, 'result="not_found"') - before == 1

@@ -6,12 +6,7 @@ clients are real WebSocket clients (aiohttp, and a raw socket for the client tha
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import re
-import secrets
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -21,97 +16,24 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from gateway_clients import (
+    AUTH,
+    connect,
+    event,
+    masked_text,
+    metric,
+    new_camera,
+    raw_ws,
+    scrape,
+    settings,
+)
 
 from camfleet.ai import AsyncPublisher, Publisher
 from camfleet.events import stream_key
 from camfleet_dev.testbed.redis import RedisServer
-from overlay_gateway.settings import Settings
 from overlay_gateway.testing import RunningGateway, run_gateway
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ai_worker_publish.py"
-TOKEN = "local-dev-token-" + secrets.token_hex(4)
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def settings(redis_url: str, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "redis_url": redis_url,
-        "auth_modes": ["static"],
-        "static_token": TOKEN,
-        "kube_enabled": False,
-        "reader_linger_seconds": 0,
-        "redis_backoff_initial_seconds": 0.05,
-        "redis_backoff_max_seconds": 0.5,
-        "xread_block_ms": 1000,
-    }
-    base.update(overrides)
-    return Settings(**base)
-
-
-def new_camera() -> str:
-    return f"ns-{secrets.token_hex(3)}/cam"
-
-
-def event(camera: str, n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "camera": camera,
-        "ts": int(time.time() * 1000),
-        "frame": n,
-        "source": "test",
-        "objects": [{"id": f"t{n}", "label": "person", "score": 0.9, "box": [0.1, 0.1, 0.2, 0.2]}],
-        **extra,
-    }
-
-
-class Client:
-    # Receive helpers take a timeout: a missing message must fail the test, not hang it.
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse):
-        self.session = session
-        self.ws = ws
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.ws.send_str(json.dumps(message))
-
-    async def recv_raw(self, timeout: float = 5.0) -> str:  # noqa: ASYNC109
-        msg = await self.ws.receive(timeout=timeout)
-        assert msg.type is aiohttp.WSMsgType.TEXT, msg
-        return str(msg.data)
-
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
-        data: dict[str, Any] = json.loads(await self.recv_raw(timeout))
-        return data
-
-    async def expect(self, type_: str, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
-        msg = await self.recv(timeout)
-        assert msg["type"] == type_, msg
-        return msg
-
-    async def subscribe(
-        self, *cameras: str, since: dict[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        await self.send({"type": "subscribe", "cameras": list(cameras), "since": since or {}})
-        return [await self.expect("subscribed") for _ in cameras]
-
-    async def events(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
-        out: list[dict[str, Any]] = []
-        while len(out) < n:
-            msg = await self.recv(timeout)
-            if msg["type"] == "event":
-                out.append(msg)
-        return out
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self.session.close()
-
-
-async def connect(gw: RunningGateway, headers: dict[str, str] | None = None) -> Client:
-    session = aiohttp.ClientSession()
-    ws = await session.ws_connect(gw.ws_url, headers=headers or AUTH, protocols=("camfleet.v1",))
-    client = Client(session, ws)
-    hello = await client.expect("hello")
-    assert hello["v"] == 1
-    return client
 
 
 @pytest.fixture
@@ -124,18 +46,6 @@ async def gateway(redis_server: RedisServer) -> AsyncIterator[RunningGateway]:
 async def publisher(redis_server: RedisServer) -> AsyncIterator[AsyncPublisher]:
     async with AsyncPublisher(redis_server.url) as pub:
         yield pub
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else r"(?:\{\})?")
-    match = re.search(rf"^{pattern} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-async def scrape(gw: RunningGateway) -> str:
-    async with aiohttp.ClientSession() as s, s.get(gw.url + "/metrics") as resp:
-        assert resp.status == 200
-        return await resp.text()
 
 
 async def test_sdk_event_reaches_two_clients_as_identical_bytes(
@@ -278,31 +188,6 @@ async def test_garbage_in_the_stream_is_dropped_and_counted(
     finally:
         await r.aclose()
         await client.close()
-
-
-async def raw_ws(url: str, rcvbuf: int = 4096) -> socket.socket:
-    """A WebSocket client on a bare socket that reads only when told to (a 'slow' browser)."""
-    host, port = url.removeprefix("ws://").split("/")[0].split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (host, int(port)))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Authorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, request.encode())
-    return sock
-
-
-def masked_text(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return bytes((0x81, 0x80 | len(payload))) + mask + body
 
 
 async def test_slow_client_is_bounded_then_disconnected_others_unaffected(

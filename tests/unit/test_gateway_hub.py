@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from overlay_gateway.hub import Connection, Hub, SendQueue, position_key, text_frame
+from overlay_gateway.hub import Connection, Hub, SendQueue, text_frame
 from overlay_gateway.metrics import Metrics
+from overlay_gateway.protocol import position_key
 
 
 class BufferWriter:

@@ -48,6 +48,27 @@ async def test_the_built_viewer_is_served(gateway: RunningGateway) -> None:
                 assert len(await resp.read()) > 1000
 
 
+def test_the_product_bundle_carries_no_test_hooks() -> None:
+    # They are a chunk of their own, imported only with ?testhooks (or ?probe).
+    assert "camfleetViewer" not in (STATIC_DIR / "viewer.js").read_text(encoding="utf-8")
+    chunks = list((STATIC_DIR / "chunks").glob("testhooks-*.js"))
+    assert len(chunks) == 1
+    assert "camfleetViewer" in chunks[0].read_text(encoding="utf-8")
+
+
+async def test_the_favicon_is_served(gateway: RunningGateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/favicon.ico", "/static/favicon.svg"):
+            async with http.get(gateway.url + path) as resp:
+                assert resp.status == 200, path
+                assert resp.content_type == "image/svg+xml", path
+                body = await resp.read()
+                assert body.startswith(b"<svg")
+                assert len(body) < 1024
+        async with http.get(gateway.url + "/") as resp:
+            assert 'rel="icon" href="static/favicon.svg"' in await resp.text()
+
+
 async def test_nothing_outside_the_static_folder_is_served(gateway: RunningGateway) -> None:
     async with aiohttp.ClientSession() as http:
         for path in ("/static/%2e%2e/routes.py", "/static/..%2froutes.py", "/static/nope.js"):

@@ -36,7 +36,6 @@ const INGEST_PREFIX = 'ingest-';
 const MAX_BEHIND_FRAMES = 12;
 const MAX_BEHIND_MS = 500;
 const FRAME_MS_GUESS = 40;
-const TRACE_LIMIT = 2000;
 
 export type SyncMode = 'frame' | 'time-no-rtp' | 'time-no-metadata' | 'time-forced' | 'none';
 
@@ -49,13 +48,11 @@ export interface DrawnBox {
   video: { x: number; y: number; width: number; height: number };
 }
 
-export interface TraceEntry {
+/** One displayed frame: its stamp and what was drawn on it. */
+export interface FrameObservation {
   frameId: number | null;
   tsMs: number | null;
-  code: number | null;
-  eventFrame: number | null;
-  eventId: string | null;
-  kind: string;
+  match: Match | undefined;
   boxes: DrawnBox[];
 }
 
@@ -79,7 +76,8 @@ export class CameraView {
 
   private room: Room | null = null;
   private worker: Worker | null = null;
-  private track: RemoteVideoTrack | null = null;
+  /** The video track being shown (read by the test hooks' stats). */
+  track: RemoteVideoTrack | null = null;
   private closed = false;
   private callbackHandle: number | null = null;
   private frozen = false;
@@ -97,17 +95,17 @@ export class CameraView {
   lastTsMs: number | null = null;
   lastRtpTimestamp: number | null = null;
   eventsReceived = 0;
-  eventIds: string[] = [];
+  lastEventId: string | null = null;
   lateEvents = 0;
   lastDrawn: { eventFrame: number | null; eventId: string | null; kind: string; boxes: DrawnBox[] } | null = null;
   videoLatencyMs: number | null = null; // display time − capture time, last frame
   eventLatencyMs: number | null = null; // arrival time − capture time, last event
   joins = 0;
-  probe = false;
-  trace: TraceEntry[] = [];
+  /** Told about every displayed frame and every event: only the test hooks set these. */
+  frameObserver: ((frame: FrameObservation) => void) | null = null;
+  eventObserver: ((id: string, event: CamfleetEvent) => void) | null = null;
   private displayTimes = new Map<number, number>();
   private lastMatch: Match | undefined;
-  private probeCanvas: HTMLCanvasElement | null = null;
 
   constructor(
     readonly info: CameraInfo,
@@ -317,12 +315,12 @@ export class CameraView {
     this.lastDrawn = match
       ? { eventFrame: match.entry.event.frame ?? null, eventId: match.entry.id, kind: match.kind, boxes }
       : null;
-    if (this.probe) this.recordTrace(frameId, tsMs, match, boxes);
+    this.frameObserver?.({ frameId, tsMs, match, boxes });
     if (this.framesDisplayed % 5 === 0) this.renderStatus();
   }
 
   private behindFrames(match: Match): number {
-    return match.entry.event.frame !== undefined ? match.behind : Math.round(match.behind / FRAME_MS_GUESS);
+    return match.entry.event.frame != null ? match.behind : Math.round(match.behind / FRAME_MS_GUESS);
   }
 
   private redraw(): void {
@@ -352,7 +350,7 @@ export class CameraView {
     const drawn: DrawnBox[] = [];
     ctx.font = '600 13px system-ui, sans-serif';
     ctx.textBaseline = 'bottom';
-    for (const obj of match.entry.event.objects) {
+    for (const obj of match.entry.event.objects ?? []) {
       const r = boxToRect(obj.box, content);
       const colour = labelColour(obj.label);
       ctx.lineWidth = 2;
@@ -384,12 +382,12 @@ export class CameraView {
     const entry: BufferedEvent = { id, event, arrivedAt: now };
     this.ring.add(entry);
     this.eventsReceived++;
-    this.eventIds.push(id);
-    if (this.eventIds.length > 20000) this.eventIds.splice(0, 10000);
+    this.lastEventId = id;
+    this.eventObserver?.(id, event);
     this.eventLatencyMs = Date.now() - event.ts;
     // Its frame is already on screen: the boxes came too late for it. Hold the video back.
     const frame = event.frame;
-    if (frame !== undefined && this.syncMode === 'frame') {
+    if (frame != null && this.syncMode === 'frame') {
       const shownAt = this.displayTimes.get(frame);
       if (shownAt !== undefined && now - shownAt < 2000) {
         this.lateEvents++;
@@ -430,51 +428,7 @@ export class CameraView {
     this.driftEl.textContent = parts.join(' · ');
   }
 
-  // --- test hooks ---------------------------------------------------------------------------
-
-  private readCode(): number | null {
-    // The test pattern's frame code: 16 black/white blocks in the top 1/27 of the picture.
-    const vw = this.video.videoWidth;
-    const vh = this.video.videoHeight;
-    if (!vw || !vh) return null;
-    if (!this.probeCanvas) {
-      this.probeCanvas = document.createElement('canvas');
-      this.probeCanvas.width = 256;
-      this.probeCanvas.height = 8;
-    }
-    const ctx = this.probeCanvas.getContext('2d', { willReadFrequently: true });
-    if (!ctx) return null;
-    const row = Math.max(8, Math.round(vh / 27));
-    ctx.drawImage(this.video, 0, row / 4, (Math.floor(vw / 16) * 16), row / 2, 0, 0, 256, 8);
-    const px = ctx.getImageData(0, 0, 256, 8).data;
-    let value = 0;
-    for (let bit = 0; bit < 16; bit++) {
-      let sum = 0;
-      let n = 0;
-      for (let x = bit * 16 + 4; x < bit * 16 + 12; x++) {
-        for (let y = 2; y < 6; y++) {
-          const i = (y * 256 + x) * 4;
-          sum += (px[i]! + px[i + 1]! + px[i + 2]!) / 3;
-          n++;
-        }
-      }
-      value = (value << 1) | (sum / n > 127 ? 1 : 0);
-    }
-    return value;
-  }
-
-  private recordTrace(frameId: number | null, tsMs: number | null, match: Match | undefined, boxes: DrawnBox[]): void {
-    this.trace.push({
-      frameId,
-      tsMs,
-      code: this.readCode(),
-      eventFrame: match?.entry.event.frame ?? null,
-      eventId: match?.entry.id ?? null,
-      kind: match?.kind ?? 'none',
-      boxes,
-    });
-    if (this.trace.length > TRACE_LIMIT) this.trace.shift();
-  }
+  // --- for the test hooks (testhooks.ts, loaded only with ?testhooks) ---------------------
 
   /**
    * Stop on a frame (the canvas keeps its boxes) or play on. Pausing happens inside a frame
@@ -499,11 +453,7 @@ export class CameraView {
     });
   }
 
-  /**
-   * Draw the boxes for frame `frameId` now (test hook for a frozen picture: a paused <video>
-   * may show a newer frame than its last frame callback reported, so the test names the frame
-   * it reads in the picture). Returns how it matched: 'exact', 'earlier' or 'none'.
-   */
+  /** Draw the boxes for frame `frameId` now; returns how it matched: 'exact', 'earlier' or 'none'. */
   drawFor(frameId: number): string {
     const match = this.ring.matchFrame(frameId, MAX_BEHIND_FRAMES);
     this.lastMatch = match;
@@ -512,35 +462,5 @@ export class CameraView {
       ? { eventFrame: match.entry.event.frame ?? null, eventId: match.entry.id, kind: match.kind, boxes }
       : null;
     return match?.kind ?? 'none';
-  }
-
-  stats(): Record<string, unknown> {
-    const receiver = this.track?.receiver;
-    return {
-      camera: this.info.camera,
-      phase: this.phase,
-      connection: this.connection,
-      error: this.error,
-      joins: this.joins,
-      syncMode: this.syncMode,
-      videoWidth: this.video.videoWidth,
-      videoHeight: this.video.videoHeight,
-      framesDisplayed: this.framesDisplayed,
-      framesWithMetadata: this.framesWithMetadata,
-      lastFrameId: this.lastFrameId,
-      lastTsMs: this.lastTsMs,
-      lastRtpTimestamp: this.lastRtpTimestamp,
-      eventsReceived: this.eventsReceived,
-      lastEventId: this.eventIds[this.eventIds.length - 1] ?? null,
-      lastDrawn: this.lastDrawn,
-      drift: this.drift.snapshot(),
-      holdBackMs: this.holdBack.targetMs,
-      jitterBufferTarget: receiver && 'jitterBufferTarget' in receiver ? receiver.jitterBufferTarget : null,
-      lateEvents: this.lateEvents,
-      holdBackLowMarginMs: this.holdBack.lastLowMs,
-      videoLatencyMs: this.videoLatencyMs,
-      eventLatencyMs: this.eventLatencyMs,
-      decoder: this.track?.getDecoderImplementation() ?? null,
-    };
   }
 }

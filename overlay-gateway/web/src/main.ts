@@ -1,5 +1,6 @@
 // The viewer page: sign-in (when the gateway asks for it), the grid of cameras the viewer may
-// see, enlarge on click/Enter, one gateway socket for all overlays, and test hooks on `window`.
+// see, enlarge on click/Enter, one gateway socket for all overlays. Test hooks are a separate
+// chunk (testhooks.ts), loaded only when the URL asks for them.
 
 import { adoptTokenFromUrl, ApiError, AuthRequired, listCameras, storedToken, storeToken, type CameraInfo } from './api';
 import { CameraView, type ViewerOptions } from './camera';
@@ -15,9 +16,11 @@ interface SocketInfo {
   errors: { code: string; message: string; camera?: string }[];
 }
 
-class Viewer {
-  private views = new Map<string, CameraView>();
-  private socket: GatewaySocket | null = null;
+export class Viewer {
+  readonly views = new Map<string, CameraView>();
+  socket: GatewaySocket | null = null;
+  /** Called with each camera view as it is created (the test hooks attach to it). */
+  onView: ((view: CameraView) => void) | null = null;
   private readonly grid = document.getElementById('grid') as HTMLElement;
   private readonly signin = document.getElementById('signin') as HTMLFormElement;
   private readonly statusEl = document.getElementById('status') as HTMLElement;
@@ -29,7 +32,6 @@ class Viewer {
   listed: string[] | null = null;
   signedIn = false;
   readonly options: ViewerOptions;
-  private readonly probe: boolean;
 
   constructor() {
     const params = new URLSearchParams(location.search);
@@ -39,7 +41,6 @@ class Viewer {
       assumedVideoLatencyMs: Number(params.get('latency') ?? 150) || 150,
       forceTimeSync: params.get('sync') === 'time',
     };
-    this.probe = params.has('probe');
     this.signin.addEventListener('submit', (ev) => {
       ev.preventDefault();
       const input = this.signin.querySelector('input') as HTMLInputElement;
@@ -107,7 +108,7 @@ class Viewer {
         continue;
       }
       const view = new CameraView(info, this.options);
-      view.probe = this.probe;
+      this.onView?.(view);
       view.element.addEventListener('click', () => this.enlarge(this.enlarged === view ? null : view));
       view.element.addEventListener('keydown', (ev) => {
         if (ev.key === 'Enter' || ev.key === ' ') {
@@ -148,7 +149,7 @@ class Viewer {
     return this.socket;
   }
 
-  private enlarge(view: CameraView | null): void {
+  enlarge(view: CameraView | null): void {
     for (const v of this.views.values()) {
       const on = v === view;
       v.element.classList.toggle('enlarged', on);
@@ -158,42 +159,17 @@ class Viewer {
     this.enlarged = view;
     view?.element.focus();
   }
-
-  // --- test hooks (window.camfleetViewer) ---------------------------------------------------
-
-  hooks() {
-    const view = (camera: string): CameraView => {
-      const v = this.views.get(camera);
-      if (!v) throw new Error(`no camera ${camera} on the page`);
-      return v;
-    };
-    return {
-      cameras: () => this.listed,
-      signedIn: () => this.signedIn,
-      stats: (camera: string) => this.views.get(camera)?.stats() ?? null,
-      eventIds: (camera: string) => [...view(camera).eventIds],
-      trace: (camera: string) => [...view(camera).trace],
-      probe: (camera: string, on: boolean) => {
-        view(camera).probe = on;
-        view(camera).trace = [];
-      },
-      freeze: (camera: string, frozen: boolean) => view(camera).freeze(frozen),
-      drawFor: (camera: string, frameId: number) => view(camera).drawFor(frameId),
-      resetDrift: (camera: string) => view(camera).drift.reset(),
-      enlarge: (camera: string | null) => this.enlarge(camera === null ? null : view(camera)),
-      socket: () => ({ ...this.socketInfo, connects: this.socket?.connects ?? 0, duplicates: this.socket?.duplicates ?? 0 }),
-      dropSocket: () => this.socket?.drop(),
-    };
-  }
-}
-
-declare global {
-  interface Window {
-    camfleetViewer: ReturnType<Viewer['hooks']>;
-  }
 }
 
 adoptTokenFromUrl();
 const viewer = new Viewer();
-window.camfleetViewer = viewer.hooks();
-void viewer.load();
+const params = new URLSearchParams(location.search);
+if (params.has('testhooks') || params.has('probe')) {
+  // Before load(), so that hooks see every camera view from the first.
+  void import('./testhooks').then((hooks) => {
+    hooks.install(viewer, params.has('probe'));
+    void viewer.load();
+  });
+} else {
+  void viewer.load();
+}

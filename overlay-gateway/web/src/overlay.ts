@@ -1,22 +1,10 @@
 // Pure overlay logic: no DOM, no network. The event ring buffer, matching a displayed frame to
 // the event stamped for it, letterbox geometry, drift statistics and the hold-back controller.
 
-/** One detection as in the event contract v1 (design §6); box normalised to the frame. */
-export interface DetectedObject {
-  id: string;
-  label: string;
-  score: number;
-  box: [number, number, number, number];
-}
+import type { CamfleetEvent } from './events';
 
-export interface CamfleetEvent {
-  v: number;
-  camera: string;
-  ts: number; // capture time of the frame, ms since the epoch (LiveKit user_timestamp / 1000)
-  frame?: number; // LiveKit frame_id of the frame the boxes belong to
-  source: string;
-  objects: DetectedObject[];
-}
+// The event contract's types, generated from docs/events.schema.json (gen-types.mjs).
+export type { CamfleetEvent, DetectedObject } from './events';
 
 export interface BufferedEvent {
   id: string; // Redis Stream id

@@ -16,7 +16,7 @@ export interface SocketHandlers {
 }
 
 type ServerMessage =
-  | { type: 'hello'; v: number; user: string; heartbeat: number }
+  | { type: 'hello'; v: number; user: string; heartbeat: number; limits?: { camerasPerMessage?: number } }
   | { type: 'event'; camera: string; id: string; event: CamfleetEvent }
   | { type: 'subscribed'; camera: string; replayed: number; gap: boolean; state: string }
   | { type: 'unsubscribed'; camera: string }
@@ -29,6 +29,8 @@ export class GatewaySocket {
   private cameras = new Set<string>();
   private lastIds = new Map<string, string>();
   private retryMs = 500;
+  /** The gateway refuses subscribe messages naming more cameras (hello.limits). */
+  private camerasPerMessage = 64;
   private timer: number | undefined;
   private stopped = false;
   state: SocketState = 'closed';
@@ -80,7 +82,6 @@ export class GatewaySocket {
       this.connects++;
       this.retryMs = 500;
       this.setState('open');
-      if (this.cameras.size) this.subscribe([...this.cameras]);
     };
     ws.onmessage = (ev) => this.receive(ev.data as string);
     ws.onclose = () => {
@@ -96,12 +97,15 @@ export class GatewaySocket {
   }
 
   private subscribe(cameras: string[]): void {
-    const since: Record<string, string> = {};
-    for (const c of cameras) {
-      const id = this.lastIds.get(c);
-      if (id) since[c] = id;
+    for (let i = 0; i < cameras.length; i += this.camerasPerMessage) {
+      const chunk = cameras.slice(i, i + this.camerasPerMessage);
+      const since: Record<string, string> = {};
+      for (const c of chunk) {
+        const id = this.lastIds.get(c);
+        if (id) since[c] = id;
+      }
+      this.send({ type: 'subscribe', cameras: chunk, since });
     }
-    this.send({ type: 'subscribe', cameras, since });
   }
 
   private send(message: object): void {
@@ -121,6 +125,11 @@ export class GatewaySocket {
       return;
     }
     switch (msg.type) {
+      case 'hello':
+        // Subscribing waits for the hello: it says how many cameras a message may name.
+        this.camerasPerMessage = Math.max(1, msg.limits?.camerasPerMessage ?? this.camerasPerMessage);
+        if (this.cameras.size) this.subscribe([...this.cameras]);
+        break;
       case 'event': {
         const last = this.lastIds.get(msg.camera);
         // Replay after a reconnect may overlap what arrived live: stream ids are ordered.
