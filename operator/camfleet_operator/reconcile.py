@@ -42,9 +42,10 @@ WARNING_REASONS = frozenset(
 )
 
 
-def owned_by(obj: Mapping[str, Any], camera: Camera) -> bool:
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Is the Camera with `uid` the controller of `obj` (never adopt what is not ours)."""
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == camera.uid and ref.get("controller") for ref in refs)
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
 def conflict_message(kind: str, camera: Camera, name: str) -> str:
@@ -177,9 +178,7 @@ async def _refuse(
         path = paths.deployments(namespace, ingest_deployment_name(name))
         try:
             deployment = await api.get(path)
-            refs = (deployment or {}).get("metadata", {}).get("ownerReferences") or []
-            ours = any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
-            if deployment and ours and (deployment.get("spec") or {}).get("replicas"):
+            if deployment and owned_by(deployment, uid) and deployment["spec"].get("replicas"):
                 await api.merge_patch(path, {"spec": {"replicas": 0}})
         except KubeError as exc_:
             ctx.metrics.errors.labels(kind="kubernetes").inc()
@@ -240,9 +239,9 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
 
     # Ownership before any write; a name someone else holds is reported, never adopted (and a
     # Deployment must never mount a token Secret that is not ours).
-    if secret and not owned_by(secret, camera):
+    if secret and not owned_by(secret, camera.uid):
         conflict = conflict_message("Secret", camera, camera.secret_name)
-    elif deployment and not owned_by(deployment, camera):
+    elif deployment and not owned_by(deployment, camera.uid):
         conflict = conflict_message("Deployment", camera, camera.deployment_name)
     else:
         token = issued_token(secret) if secret else None
@@ -397,7 +396,7 @@ async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Lo
                 paths.secrets(camera.namespace, camera.secret_name),
             ):
                 child = await api.get(path)
-                if child and owned_by(child, camera):
+                if child and owned_by(child, camera.uid):
                     await api.delete(path, uid=child["metadata"]["uid"])
         except KubeError as exc:
             ctx.metrics.errors.labels(kind="kubernetes").inc()

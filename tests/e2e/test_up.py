@@ -135,19 +135,26 @@ async def _until(check: Callable[[], Awaitable[bool]], within: float, what: str)
 async def _demo_plays_with_boxes(browser: Browser, up: Up, rtsp_port: int) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     try:
-        await page.goto(up.viewer_url)
+        # The printed URL, with the viewer's test hooks (window.camfleetViewer) switched on.
+        base, _, fragment = up.viewer_url.partition("#")
+        await page.goto(f"{base}?testhooks#{fragment}")
         demo = ["demo/loading-dock", "demo/lobby"]
+
+        seen: dict[str, dict[str, Any]] = {}
 
         async def playing_with_boxes() -> bool:
             for camera in demo:
-                s = await _page_stats(page, camera)
+                s = seen[camera] = await _page_stats(page, camera)
                 if not (s.get("videoWidth") == 1920 and s.get("framesDisplayed", 0) > 25):
                     return False
                 if not s.get("lastDrawn"):
                     return False
             return True
 
-        await _until(playing_with_boxes, 120, "both demo cameras playing with boxes")
+        try:
+            await _until(playing_with_boxes, 120, "both demo cameras playing with boxes")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the page saw {seen}") from None
         before = await _page_stats(page, demo[0])
         await asyncio.sleep(1)
         after = await _page_stats(page, demo[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,18 +63,32 @@ def _run(*argv: str | Path, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
+def _context(program: Program, base: Path) -> Path:
+    """What the program's Dockerfile copies (the contracts and the program), nothing else: the
+    install below sees no other source, and builds nowhere in the checkout."""
+    ignore = shutil.ignore_patterns("__pycache__", "build", "*.egg-info", "node_modules", "web")
+    context = base / "context"
+    context.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, context / name)
+    shutil.copytree(ROOT / "src", context / "src", ignore=ignore)
+    shutil.copytree(ROOT / program.project, context / program.project, ignore=ignore)
+    return context
+
+
 def _install(name: str, program: Program, base: Path) -> Path:
-    venv = base / name
+    venv = base / name / "venv"
+    context = _context(program, base / name)
     assert _run(sys.executable, "-m", "venv", venv).returncode == 0
-    # Not editable, from the same paths and in the same order as the program's Dockerfile.
+    # Not editable, in the same order as the program's Dockerfile.
     result = _run(
         venv / "bin" / "pip",
         "install",
         "--quiet",
         "--no-compile",
         "--disable-pip-version-check",
-        ROOT,
-        ROOT / program.project,
+        context,
+        context / program.project,
     )
     assert result.returncode == 0, f"{name}: pip install failed:\n{result.stderr[-3000:]}"
     return venv

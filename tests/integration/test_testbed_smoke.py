@@ -237,3 +237,42 @@ def test_servers_die_with_a_killed_session(tmp_path: Path) -> None:
     while Path(f"/proc/{server_pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{server_pid}").exists(), "redis-server outlived its killed session"
+
+
+def test_an_api_server_that_does_not_answer_is_not_ready_yet(tmp_path: Path) -> None:
+    """A readiness probe that gets no answer in time says "not ready" (the wait goes on); it
+    used to raise out of the wait, failing a start that a busy machine had only slowed."""
+    import socket
+    import threading
+
+    held: list[socket.socket] = []
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+
+    def hold() -> None:  # accept and keep every connection open, never answering
+        while True:
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=hold, daemon=True).start()
+    port = silent.getsockname()[1]
+    try:
+        cluster = KubeCluster(tmp_path / "kube", api_port=port)
+        cluster.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        cluster.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}',"
+            " insecure-skip-tls-verify: true}}]\n"
+            "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+        )
+        started = time.monotonic()
+        assert cluster._ready() is False
+        assert cluster._default_sa_exists() is False
+        assert time.monotonic() - started >= 9, "both probes waited out their timeout"
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()

@@ -209,12 +209,21 @@ class KubeCluster:
             kcm.start()
             kcm.wait_until(self._default_sa_exists, 60, "the default ServiceAccount")
 
+    def _probe(self, *args: str) -> subprocess.CompletedProcess[str] | None:
+        """A readiness probe: an answer, or None when kubectl got none in time (a starting or
+        busy API server is not ready yet; the caller's wait decides when to give up)."""
+        try:
+            return self.kubectl(*args, check=False, timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+
     def _ready(self) -> bool:
-        result = self.kubectl("get", "--raw", "/readyz", check=False, timeout=5)
-        return result.returncode == 0 and result.stdout.strip() == "ok"
+        result = self._probe("get", "--raw", "/readyz")
+        return result is not None and result.returncode == 0 and result.stdout.strip() == "ok"
 
     def _default_sa_exists(self) -> bool:
-        return self.kubectl("get", "sa", "default", "-n", "default", check=False).returncode == 0
+        result = self._probe("get", "sa", "default", "-n", "default")
+        return result is not None and result.returncode == 0
 
     def kubectl(
         self,

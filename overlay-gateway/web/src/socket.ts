@@ -1,4 +1,4 @@
-// The gateway's /ws (protocol v1, design §7): one socket for all cameras on the page, reconnects
+// The gateway's /ws (protocol v1, docs/gateway.md): one socket for all cameras on the page, reconnects
 // by itself and resubscribes with `since` = the last stream id seen per camera, so the gateway
 // replays what was missed (inside Redis retention).
 
