@@ -266,7 +266,8 @@ def test_an_api_server_that_does_not_answer_is_not_ready_yet(tmp_path: Path) -> 
             "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
             f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}',"
             " insecure-skip-tls-verify: true}}]\n"
-            "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"  # with no credentials kubectl would prompt
         )
         started = time.monotonic()
         assert cluster._ready() is False
