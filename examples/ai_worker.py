@@ -10,6 +10,9 @@ test camera it finds the moving orange square exactly, frame by frame.
 
 Each event carries `ts = user_timestamp // 1000` and `frame = frame_id` of the frame it was
 computed on (docs/ai-sdk.md), so the viewer draws it on that very frame.
+
+Exit status: 0 on SIGTERM/SIGINT; 1 when the frames cannot be recovered (the room stays
+unreachable, or the stream stays stalled) so that its Deployment restarts it; 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ import numpy as np
 import numpy.typing as npt
 
 from camfleet.ai import AsyncPublisher
-from camfleet.ai.frames import RoomClosed, StampedFrame, subscribe_frames, subscriber_token
+from camfleet.ai.frames import (
+    MAX_RECOVERIES,
+    STALL_TIMEOUT_S,
+    FrameHealth,
+    FramesLost,
+    StampedFrame,
+    subscribe_frames,
+    subscriber_token,
+)
 
 log = logging.getLogger("ai_worker")
 
@@ -142,29 +153,38 @@ def to_event(camera: str, frame: StampedFrame, blobs: list[Blob]) -> dict[str, o
 
 
 async def run(args: argparse.Namespace, api_key: str, api_secret: str) -> int:
+    """Detect and publish until interrupted (0), or until the frames cannot be recovered (1)."""
     namespace, name = args.camera.split("/", 1)
     room = args.room or f"{namespace}-{name}"
     identity = args.identity or f"ai-{SOURCE}-{namespace}-{name}"
-    token = subscriber_token(api_key, api_secret, room=room, identity=identity)
-    frames = published = 0
     started = time.monotonic()
-    async with AsyncPublisher(args.redis_url) as publisher:
-        while True:
-            try:
-                async for frame in subscribe_frames(args.livekit_url, token):
-                    blobs = detect(frame.rgb)
-                    # Empty events too: they tell the viewer that nothing is on this frame.
-                    await publisher.publish(to_event(args.camera, frame, blobs))
-                    frames += 1
-                    published += 1
-                    if frames % 250 == 0:
-                        rate = frames / (time.monotonic() - started)
-                        log.info("%d frames, %.1f fps, last %s", frames, rate, blobs)
-            except RoomClosed:
-                log.warning("room connection lost; joining again")
-            except Exception as exc:  # the SDK raises plain exceptions for refusals
-                log.warning("cannot read the room (%s); retrying", exc)
-            await asyncio.sleep(1.0)
+    health = FrameHealth()
+    frames = subscribe_frames(
+        args.livekit_url,
+        # Minted at every (re)join: a worker running for days never rejoins with an expired one.
+        lambda: subscriber_token(api_key, api_secret, room=room, identity=identity),
+        stall_timeout=args.stall_timeout,
+        max_recoveries=args.max_recoveries,
+        health=health,
+    )
+    async with AsyncPublisher(args.redis_url) as publisher, contextlib.aclosing(frames):
+        try:
+            async for frame in frames:
+                blobs = detect(frame.rgb)
+                # Empty events too: they tell the viewer that nothing is on this frame.
+                await publisher.publish(to_event(args.camera, frame, blobs))
+                if health.frames % 250 == 0:
+                    rate = health.frames / (time.monotonic() - started)
+                    log.info(
+                        "%d frames (%.1f fps, %d skipped, %d stalls, %d rejoins), last %s",
+                        *(health.frames, rate, health.skipped, health.stalls, health.rejoins),
+                        blobs,
+                    )
+        except FramesLost as exc:
+            # Exiting is the recovery left: the Deployment restarts the worker.
+            log.error("giving up: %s", exc)
+            return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=STALL_TIMEOUT_S,
+        help="seconds without a frame on a published track before recovering",
+    )
+    parser.add_argument(
+        "--max-recoveries",
+        type=int,
+        default=MAX_RECOVERIES,
+        help="recoveries in a row without a frame before exiting with status 1",
     )
     args = parser.parse_args(argv)
     api_key = os.environ.get("LIVEKIT_API_KEY")

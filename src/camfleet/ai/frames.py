@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -262,7 +262,7 @@ async def subscribe_frames(
     stall_timeout: float = STALL_TIMEOUT_S,
     max_recoveries: int = MAX_RECOVERIES,
     health: FrameHealth | None = None,
-) -> AsyncIterator[StampedFrame]:
+) -> AsyncGenerator[StampedFrame, None]:
     """Join the room as a subscriber and yield the camera's newest frames, recovering by itself.
 
     - A consumer slower than the camera gets the newest frame each time it asks; older ones
