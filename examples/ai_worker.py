@@ -44,6 +44,7 @@ from camfleet.ai.frames import (
 log = logging.getLogger("ai_worker")
 
 SOURCE = "blob-detector"
+EXIT_SETTLE_S = 1.0
 #: Chroma (max - min channel) above which a pixel counts as "colourful".
 CHROMA_MIN = 90
 #: Coarse pass on every STEP-th pixel, then edges refined at full resolution.
@@ -183,6 +184,9 @@ async def run(args: argparse.Namespace, api_key: str, api_secret: str) -> int:
         except FramesLost as exc:
             # Exiting is the recovery left: the Deployment restarts the worker.
             log.error("giving up: %s", exc)
+            # The SDK's native threads may still be finishing the failed connection; exiting
+            # under them aborts the process (a Rust panic, SIGABRT) instead of status 1.
+            await asyncio.sleep(EXIT_SETTLE_S)
             return 1
     return 0
 

@@ -35,6 +35,7 @@ from livekit import rtc
 
 from camfleet import tokens
 from camfleet.camera import INGEST_IDENTITY_PREFIX
+from camfleet.ingest_contract import ATTR_STATE, STATE_RECONNECTING
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class _CameraRoom:
         """The camera's track is published and its ingest does not report the camera down
         (design §5: attribute ``state=reconnecting`` while it reconnects to the camera)."""
         got = self._publication()
-        return got is not None and got[0].attributes.get("state") != "reconnecting"
+        return got is not None and got[0].attributes.get(ATTR_STATE) != STATE_RECONNECTING
 
     def resubscribe(self) -> None:
         got = self._publication()
