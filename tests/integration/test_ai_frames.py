@@ -210,6 +210,40 @@ async def test_frames_resume_after_the_subscriber_is_removed_from_the_room(
         assert health.failures == 0
 
 
+async def test_waits_through_a_camera_outage_without_giving_up(
+    rtsp_camera: RtspCamera, livekit_server: LiveKitServer, tmp_path: Path
+) -> None:
+    """Silence the ingest announces (`state=reconnecting`) is no stall: a budget of two
+    recoveries outlasts a camera outage of four stall timeouts."""
+    health = FrameHealth()
+    async with (
+        running_ingest(
+            livekit_server, tmp_path, rtsp_camera.url("h264"), healthy_window_s="1.0"
+        ) as ingest,
+        camera_frames(
+            livekit_server, ingest, health, stall_timeout=2.0, max_recoveries=2
+        ) as frames,
+    ):
+        await take(frames, 10, within=20)
+        pending = asyncio.ensure_future(anext(frames))
+        try:
+            rtsp_camera.stop()
+            await ingest.wait_health(503, within=10)
+            while not (await asyncio.wait({pending}, timeout=1.0))[1]:  # frames sent before
+                pending.result()
+                pending = asyncio.ensure_future(anext(frames))
+            await asyncio.sleep(8.0)
+            assert not pending.done(), "a frame, or a give-up, while the camera was down"
+        finally:
+            rtsp_camera.start()
+        since = time.time_ns() // 1_000_000
+        first = await asyncio.wait_for(pending, 20)
+        resumed = [first, *await take(frames, 24, within=10)]
+        assert_fresh(resumed, since_ms=since - 1000)
+        assert health.failures == 0
+        assert health.rejoins == 0
+
+
 async def test_example_worker_exits_nonzero_when_the_room_stays_unreachable(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
