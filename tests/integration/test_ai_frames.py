@@ -213,15 +213,17 @@ async def test_frames_resume_after_the_subscriber_is_removed_from_the_room(
 async def test_waits_through_a_camera_outage_without_giving_up(
     rtsp_camera: RtspCamera, livekit_server: LiveKitServer, tmp_path: Path
 ) -> None:
-    """Silence the ingest announces (`state=reconnecting`) is no stall: a budget of two
-    recoveries outlasts a camera outage of four stall timeouts."""
+    """Silence the ingest announces (`state=reconnecting`) is no stall: a budget of three
+    recoveries outlasts a camera outage of four stall timeouts. Around the outage (before the
+    ingest says so, before the camera's first keyframe) a stall may be counted, and forgiven
+    by the next frame."""
     health = FrameHealth()
     async with (
         running_ingest(
             livekit_server, tmp_path, rtsp_camera.url("h264"), healthy_window_s="1.0"
         ) as ingest,
         camera_frames(
-            livekit_server, ingest, health, stall_timeout=2.0, max_recoveries=2
+            livekit_server, ingest, health, stall_timeout=3.0, max_recoveries=3
         ) as frames,
     ):
         await take(frames, 10, within=20)
@@ -232,7 +234,7 @@ async def test_waits_through_a_camera_outage_without_giving_up(
             while not (await asyncio.wait({pending}, timeout=1.0))[1]:  # frames sent before
                 pending.result()
                 pending = asyncio.ensure_future(anext(frames))
-            await asyncio.sleep(8.0)
+            await asyncio.sleep(12.0)
             assert not pending.done(), "a frame, or a give-up, while the camera was down"
         finally:
             rtsp_camera.start()
@@ -241,7 +243,7 @@ async def test_waits_through_a_camera_outage_without_giving_up(
         resumed = [first, *await take(frames, 24, within=10)]
         assert_fresh(resumed, since_ms=since - 1000)
         assert health.failures == 0
-        assert health.rejoins == 0
+        assert health.stalls <= 2, health
 
 
 async def test_example_worker_exits_nonzero_when_the_room_stays_unreachable(
