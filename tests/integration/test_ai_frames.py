@@ -3,8 +3,9 @@ livekit-server → the SDK, and `examples/ai_worker.py` as a process (issue #18 
 
 Every fault is played for real: a consumer slower than the camera while CPU hogs run (the
 SDK then logs "native video stream queue overflow"), the server unsubscribing and subscribing
-the track again (what the SDK's full reconnect does), the subscriber removed from the room, and
-a room that never answers.
+the track again (what the SDK's full reconnect does), the subscriber removed from the room, a
+frozen ingest (SIGSTOP: its track stays published and silent), a camera outage the ingest
+announces, and a room that never answers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +27,7 @@ from livekit import api
 from test_ingest_media import Ingest, running_ingest
 
 from camfleet.ai import AsyncPublisher
-from camfleet.ai.frames import FrameHealth, StampedFrame, subscribe_frames
+from camfleet.ai.frames import FrameHealth, FramesLost, StampedFrame, subscribe_frames
 from camfleet.events import STREAM_FIELD, Event, stream_key
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.process import free_port
@@ -69,6 +71,11 @@ def assert_fresh(frames: list[StampedFrame], since_ms: int) -> None:
         assert (b or 0) > (a or 0) or (b, tb) == (a, ta), ids
     assert min(s or 0 for s in stamps) > since_ms, "an old frame"
     assert time.time_ns() // 1_000_000 - (stamps[-1] or 0) < 1500, "not the newest frame"
+
+
+async def drain(frames: AsyncGenerator[StampedFrame, None]) -> None:
+    async for _ in frames:
+        pass
 
 
 def busy(seconds: float) -> None:
@@ -208,6 +215,46 @@ async def test_frames_resume_after_the_subscriber_is_removed_from_the_room(
         assert_fresh(resumed[1:], since_ms=since)  # one frame may have been queued already
         assert health.rejoins == 1
         assert health.failures == 0
+
+
+async def test_a_silent_track_is_recovered_then_given_up_on(
+    rtsp_camera: RtspCamera, livekit_server: LiveKitServer, tmp_path: Path
+) -> None:
+    """A frozen ingest (SIGSTOP) leaves its track published and silent, with nothing said: the
+    watchdog's stalls, then frames when it thaws; frozen for good, `FramesLost`."""
+    health = FrameHealth()
+    async with (
+        running_ingest(livekit_server, tmp_path, rtsp_camera.url("h264")) as ingest,
+        camera_frames(
+            livekit_server, ingest, health, stall_timeout=1.5, max_recoveries=3
+        ) as frames,
+    ):
+        assert ingest.proc is not None
+        pid = ingest.proc.pid
+        await take(frames, 10, within=20)
+        pending = asyncio.ensure_future(anext(frames))
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            while not (await asyncio.wait({pending}, timeout=1.0))[1]:  # frames sent before
+                pending.result()
+                pending = asyncio.ensure_future(anext(frames))
+            await asyncio.sleep(3.0)  # two stall timeouts
+            assert health.stalls >= 1
+            assert not pending.done()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        since = time.time_ns() // 1_000_000
+        resumed = [await asyncio.wait_for(pending, 15), *await take(frames, 24, within=10)]
+        assert_fresh(resumed, since_ms=since - 1000)
+        assert health.failures == 0
+        assert health.streams >= 2  # the watchdog's new stream
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            with pytest.raises(FramesLost, match=r"no frame for 1\.5s"):
+                await asyncio.wait_for(drain(frames), 30)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert health.rejoins >= 1  # the watchdog's second step
 
 
 async def test_waits_through_a_camera_outage_without_giving_up(
