@@ -234,7 +234,7 @@ class _CameraRoom:
 
     def expecting_frames(self) -> bool:
         """The camera's track is published and its ingest does not report the camera down
-        (design §5: attribute ``state=reconnecting`` while it reconnects to the camera)."""
+        (attribute ``state=reconnecting`` while it reconnects to the camera)."""
         got = self._publication()
         return got is not None and got[0].attributes.get(ATTR_STATE) != STATE_RECONNECTING
 
