@@ -111,7 +111,7 @@ def naive_hub(metrics: Any) -> Any:
                     data = json.dumps(message, separators=(",", ":")).encode()
                     dropped += conn.send(text_frame(data), camera)
                     delivered += 1
-            self.metrics.events_out.inc(delivered)
+            self.metrics.events_out += delivered
             self.metrics.delivery_latency.observe(time.monotonic() - arrived)
             return delivered
 
@@ -321,6 +321,7 @@ def run_clients(
     gw: Proc,
     pub_args: list[str],
     metrics: bool = True,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     lg = Proc(
@@ -355,9 +356,12 @@ def run_clients(
         time.sleep(warmup)
         lg.send("start")
         cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
+        spy = None if profile is None else py_spy(gw.pid, measure, profile)
         time.sleep(measure)
         lg.send("stop")
         cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
+        if spy is not None:
+            spy.wait(30)
         pub.stop()
         stats: dict[str, Any] = json.loads(lg.readline())
         stats.update(
@@ -375,6 +379,23 @@ def run_clients(
         if pub is not None:
             pub.stop()
         lg.stop()
+
+
+def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Sample the server's stacks (native frames included) during the measured window.
+
+    `--format raw` writes collapsed stacks (one line per distinct stack and its sample count),
+    which `benchmarks/profile_summary.py` (or any flame-graph tool) turns into a breakdown.
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [
+            *(spy, "record", "--pid", str(pid), "--duration", str(int(seconds))),
+            *("--rate", "100", "--native", "--format", "raw", "--output", str(out)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def idle_rss(redis_url: str, n: int) -> dict[str, Any]:
@@ -484,6 +505,11 @@ def orchestrate(args: argparse.Namespace) -> None:
                             gw,
                             pub_args,
                             metrics=mode != "node",
+                            profile=(
+                                Path(args.profile) / f"{mode}-{n}.txt"
+                                if args.profile and mode != "node"
+                                else None
+                            ),
                         )
                     finally:
                         gw.stop()
@@ -552,6 +578,9 @@ def main() -> None:
     parser.add_argument("--cams-per-client", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--measure", type=float, default=6)
+    parser.add_argument(
+        "--profile", default="", help="a folder: py-spy stacks of the gateway per run (raw)"
+    )
     parser.add_argument("--idle", type=int, default=2000, help="idle clients for RSS (0: skip)")
     args = parser.parse_args()
     if args.cmd == "serve":

@@ -301,7 +301,7 @@ class Hub:
         sent += len(live)
         if chunks:
             conn.send(b"".join(chunks), None)
-        self.metrics.events_out.inc(sent)
+        self.metrics.events_out += sent
         return sent
 
     def publish(self, camera: str, batch: list[tuple[str, bytes]], arrived: float) -> int:
@@ -329,10 +329,10 @@ class Hub:
             dropped += conn.send(frame, camera, n)
         m = self.metrics
         if delivered:
-            m.events_out.inc(delivered)
+            m.events_out += delivered
             m.delivery_latency.observe(time.monotonic() - arrived)
         if dropped:
-            m.events_dropped.inc(dropped)
+            m.events_dropped += dropped
         return delivered
 
     def status(self, camera: str, state: str) -> None:
