@@ -19,18 +19,14 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 
+from camfleet.camera import GROUP, PLURAL, VERSION
+
 __all__ = [
-    "CAMERA_GROUP",
-    "CAMERA_PLURAL",
-    "CAMERA_VERSION",
     "KubeClient",
     "KubeConfig",
     "KubeError",
 ]
 
-CAMERA_GROUP: Final = "camfleet.io"
-CAMERA_VERSION: Final = "v1alpha1"
-CAMERA_PLURAL: Final = "cameras"
 _SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -174,8 +170,8 @@ class KubeClient:
             "resourceAttributes": {
                 "namespace": namespace,
                 "verb": "get",
-                "group": CAMERA_GROUP,
-                "resource": CAMERA_PLURAL,
+                "group": GROUP,
+                "resource": PLURAL,
                 "subresource": "view",
                 "name": name,
             },
@@ -195,12 +191,12 @@ class KubeClient:
     async def get_camera(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._request(
             "GET",
-            f"/apis/{CAMERA_GROUP}/{CAMERA_VERSION}/namespaces/{namespace}/{CAMERA_PLURAL}/{name}",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
         )
 
     async def list_cameras(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        base = f"/apis/{CAMERA_GROUP}/{CAMERA_VERSION}/{CAMERA_PLURAL}?limit=500"
+        base = f"/apis/{GROUP}/{VERSION}/{PLURAL}?limit=500"
         path = base
         while True:
             result = await self._request("GET", path)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from camfleet_dev.gateway import RunningGateway, run_gateway
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.process import ManagedProcess, free_port, http_ok
@@ -31,7 +32,6 @@ from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_dev.testbed.tools import repo_root
 from overlay_gateway.settings import AuthMode, Settings
-from overlay_gateway.testing import RunningGateway, run_gateway
 
 INGEST = str(Path(sys.executable).with_name("camfleet-ingest"))
 CAMERA_NAME = "lobby"

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from camfleet_dev.gateway import RunningGateway
 from overlay_gateway.settings import Settings
-from overlay_gateway.testing import RunningGateway
 
 TOKEN = "local-dev-token-" + secrets.token_hex(4)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

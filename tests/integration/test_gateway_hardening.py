@@ -28,9 +28,9 @@ from gateway_clients import (
 )
 
 from camfleet.ai import AsyncPublisher
+from camfleet_dev.gateway import RunningGateway, run_gateway
 from camfleet_dev.testbed.redis import RedisServer
 from overlay_gateway.admission import ACCEPT_HEADROOM
-from overlay_gateway.testing import RunningGateway, run_gateway
 
 OP_TEXT, OP_BINARY, OP_CLOSE = 0x1, 0x2, 0x8
 

@@ -20,11 +20,11 @@ from livekit import api as lkapi
 from livekit import rtc
 
 from camfleet.ai import AsyncPublisher
+from camfleet_dev.gateway import RunningGateway, run_gateway
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.redis import RedisServer
 from overlay_gateway.settings import Settings
-from overlay_gateway.testing import RunningGateway, run_gateway
 
 CAMERAS = """
 apiVersion: camfleet.io/v1alpha1

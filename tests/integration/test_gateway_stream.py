@@ -30,8 +30,8 @@ from gateway_clients import (
 
 from camfleet.ai import AsyncPublisher, Publisher
 from camfleet.events import stream_key
+from camfleet_dev.gateway import RunningGateway, run_gateway
 from camfleet_dev.testbed.redis import RedisServer
-from overlay_gateway.testing import RunningGateway, run_gateway
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ai_worker_publish.py"
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest_asyncio
 from pydantic import SecretStr
 
+from camfleet_dev.gateway import RunningGateway, run_gateway
 from overlay_gateway.routes import STATIC_DIR
 from overlay_gateway.settings import AuthMode, Settings
-from overlay_gateway.testing import RunningGateway, run_gateway
 
 
 @pytest_asyncio.fixture

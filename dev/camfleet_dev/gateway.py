@@ -1,4 +1,7 @@
-"""Run a gateway in-process on a free loopback port (tests, benchmarks, local tinkering)."""
+"""Run a gateway in-process on a free loopback port (tests, benchmarks, local tinkering).
+
+Development kit, not the gateway package: nothing shipped in the gateway image needs it.
+"""
 
 from __future__ import annotations
 
