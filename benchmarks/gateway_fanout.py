@@ -35,6 +35,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -74,8 +75,22 @@ def camera(i: int) -> str:
 # --- the gateway under test (subprocess) ------------------------------------------------------
 
 
-def serve(mode: str) -> None:
-    """Run the gateway from CAMFLEET_GATEWAY_* settings; `naive` swaps in per-client JSON."""
+def serve(mode: str, trace: str = "") -> None:
+    """Run the gateway from CAMFLEET_GATEWAY_* settings; `naive` swaps in per-client JSON.
+
+    With `trace`, tracemalloc runs and each SIGUSR1 writes a snapshot to `trace`.N.
+    """
+    if trace:
+        import signal
+        import tracemalloc
+
+        tracemalloc.start(12)
+        taken = iter(range(1_000_000))
+
+        def dump(_sig: int, _frame: object) -> None:
+            tracemalloc.take_snapshot().dump(f"{trace}.{next(taken)}")
+
+        signal.signal(signal.SIGUSR1, dump)
     from overlay_gateway import keys
     from overlay_gateway.app import init_app
     from overlay_gateway.app import serve as run_gateway
@@ -292,7 +307,7 @@ def start_node_peer(redis_url: str, cams: int, node_modules: str) -> tuple[Proc,
     return peer, f"http://127.0.0.1:{port}"
 
 
-def start_gateway(mode: str, redis_url: str) -> tuple[Proc, str]:
+def start_gateway(mode: str, redis_url: str, trace: str = "") -> tuple[Proc, str]:
     port = free_port()
     env = {
         "CAMFLEET_GATEWAY_HOST": "127.0.0.1",
@@ -305,9 +320,10 @@ def start_gateway(mode: str, redis_url: str) -> tuple[Proc, str]:
         "CAMFLEET_GATEWAY_HEARTBEAT_SECONDS": "60",
         "CAMFLEET_GATEWAY_LOG_LEVEL": "WARNING",
     }
-    gw = Proc([sys.executable, str(Path(__file__)), "serve", "--mode", mode], env)
+    args = [sys.executable, str(Path(__file__)), "serve", "--mode", mode]
+    gw = Proc(args + (["--trace", trace] if trace else []), env)
     base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/readyz")
+    wait_http(base + "/readyz", timeout=90 if trace else 20)  # tracemalloc slows start-up
     return gw, base
 
 
@@ -398,16 +414,23 @@ def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def idle_rss(redis_url: str, n: int) -> dict[str, Any]:
-    gw, base = start_gateway("shared", redis_url)
+def idle_rss(redis_url: str, n: int, trace: str = "") -> dict[str, Any]:
+    gw, base = start_gateway("shared", redis_url, trace)
     try:
         # One client first, so that per-process warm-up (imports, first reader) is not counted.
         warm = run_idle(base, 1)
         time.sleep(0.5)
         before = rss_bytes(gw.pid)
+        if trace:
+            os.kill(gw.pid, signal.SIGUSR1)
+            time.sleep(3)
         lg = run_idle(base, n)
         time.sleep(2)
         after = rss_bytes(gw.pid)
+        if trace:
+            os.kill(gw.pid, signal.SIGUSR1)
+            time.sleep(10)
+            trace_report(trace, n)
         conns = metric(base, "camfleet_gateway_connections")
         lg.stop()
         warm.stop()
@@ -420,6 +443,20 @@ def idle_rss(redis_url: str, n: int) -> dict[str, Any]:
         }
     finally:
         gw.stop()
+
+
+def trace_report(trace: str, n: int, top: int = 25) -> None:
+    """What the idle connections hold, per allocation site (tracemalloc, Python objects only)."""
+    import tracemalloc
+
+    before, after = (tracemalloc.Snapshot.load(f"{trace}.{i}") for i in (0, 1))
+    diff = after.compare_to(before, "lineno")
+    total = sum(d.size_diff for d in diff)
+    print(f"# tracemalloc: {total / n:.0f} B of Python objects per idle connection", flush=True)
+    for d in diff[:top]:
+        frame = d.traceback[0]
+        where = f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno}"
+        print(f"#   {d.size_diff / n:7.0f} B  {d.count_diff / n:5.1f} blocks  {where}", flush=True)
 
 
 def run_idle(base: str, n: int) -> Proc:
@@ -451,7 +488,7 @@ def machine() -> str:
 def orchestrate(args: argparse.Namespace) -> None:
     if shutil.which("node") is None:
         raise SystemExit("node is required for the load generator")
-    clients = [int(c) for c in args.clients.split(",")]
+    clients = [int(c) for c in args.clients.split(",") if c]  # "": only the idle run
     with tempfile.TemporaryDirectory() as tmp:
         rport = free_port()
         redis = Proc(
@@ -517,7 +554,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                     stats["load1"] = float(Path("/proc/loadavg").read_text().split()[0])
                     results.append(stats)
                     print(json.dumps(stats), flush=True)
-            idle = idle_rss(redis_url, args.idle) if args.idle else None
+            trace = str(Path(args.profile) / "idle-tracemalloc") if args.profile else ""
+            idle = idle_rss(redis_url, args.idle, trace) if args.idle else None
             if idle:
                 print(json.dumps(idle), flush=True)
         finally:
@@ -558,6 +596,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd")
     s = sub.add_parser("serve")
     s.add_argument("--mode", choices=["shared", "naive"], default="shared")
+    s.add_argument("--trace", default="", help="tracemalloc snapshots on SIGUSR1 to TRACE.N")
     p = sub.add_parser("publish")
     p.add_argument("--redis", required=True)
     p.add_argument("--cams", type=int, default=50)
@@ -579,12 +618,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--measure", type=float, default=6)
     parser.add_argument(
-        "--profile", default="", help="a folder: py-spy stacks of the gateway per run (raw)"
+        "--profile",
+        default="",
+        help="a folder: py-spy stacks of the gateway per run (raw), tracemalloc of the idle run",
     )
     parser.add_argument("--idle", type=int, default=2000, help="idle clients for RSS (0: skip)")
     args = parser.parse_args()
     if args.cmd == "serve":
-        serve(args.mode)
+        serve(args.mode, args.trace)
     elif args.cmd == "publish":
         with contextlib.suppress(KeyboardInterrupt):
             publish(args.redis, args.cams, args.rate)
