@@ -370,6 +370,8 @@ def run_clients(
         # the warm-up then covers the publisher's start.
         pub = Proc(pub_args)
         time.sleep(warmup)
+        reads0 = metric(base, "camfleet_gateway_redis_reads_total") if metrics else 0.0
+        events0 = metric(base, "camfleet_gateway_events_in_total") if metrics else 0.0
         lg.send("start")
         cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
         spy = None if profile is None else py_spy(gw.pid, measure, profile)
@@ -380,6 +382,14 @@ def run_clients(
             spy.wait(30)
         pub.stop()
         stats: dict[str, Any] = json.loads(lg.readline())
+        if metrics:
+            # Wake-ups of the event path: XREAD replies per event read from Redis.
+            reads = metric(base, "camfleet_gateway_redis_reads_total") - reads0
+            events = metric(base, "camfleet_gateway_events_in_total") - events0
+            stats.update(
+                reads_per_s=round(reads / (t1 - t0)),
+                events_per_read=round(events / max(reads, 1), 2),
+            )
         stats.update(
             clients=n,
             connected=connected,

@@ -84,6 +84,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.METRICS],
         xread_block_ms=settings.xread_block_ms,
         xread_count=settings.xread_count,
+        xread_gather=settings.xread_gather_ms / 1000,
         backoff_initial=settings.redis_backoff_initial_seconds,
         backoff_max=settings.redis_backoff_max_seconds,
         linger=settings.reader_linger_seconds,

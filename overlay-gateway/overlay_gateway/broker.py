@@ -167,6 +167,8 @@ class _Shard:
         self.generation = 0
         self.reading = -1
         self.wake = asyncio.Event()
+        # Set on a Redis error, cleared by the first good read (which tells the streams).
+        self.degraded = False
         self.task = asyncio.get_running_loop().create_task(self.run(), name="stream-reader")
         # At most one at a time however many streams are added at once: each CLIENT UNBLOCK
         # in flight holds a pool connection.
@@ -222,16 +224,20 @@ class _Shard:
                     continue
                 self.reading = self.generation
                 snapshot = {k: s for k, s in self.streams.items() if s.last_id is not None}
-                await self.conn.send_packed_command(self._xread_command(snapshot))
+                await self._send(self.conn, self._xread_command(snapshot))
                 response: Any = await self.conn.read_response(disable_decoding=True)
+                b.metrics.redis_reads += 1
                 backoff = b.backoff_initial
-                self._recovered(snapshot.values())
+                if self.degraded:
+                    self._recovered(snapshot.values())
                 # RESP3 answers a map {key: entries}, RESP2 a list of [key, entries].
                 pairs = response.items() if isinstance(response, dict) else response or []
                 for key, entries in pairs:
                     stream = snapshot.get(key)
                     if stream is not None:
                         self._deliver(stream, entries)
+                if pairs and b.xread_gather > 0:
+                    await asyncio.sleep(b.xread_gather)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -261,7 +267,23 @@ class _Shard:
             stream.last_id = _position(last[0][0]) if last else "0-0"
             stream.ready.set()
 
+    @staticmethod
+    async def _send(conn: Connection, command: bytes) -> None:
+        """Send a packed command; the common case (an empty socket buffer) without a task.
+
+        redis-py's send_packed_command wraps every write in asyncio.wait_for, i.e. a task and
+        a timer per XREAD; one small command after a reply never fills the socket buffer.
+        """
+        writer = conn._writer  # redis-py's StreamWriter of this (connected) connection
+        if writer is None or not conn.is_connected:
+            await conn.send_packed_command(command, check_health=False)
+            return
+        writer.write(command)
+        if writer.transport.get_write_buffer_size():
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+
     def _degraded(self, streams: list[_Stream], exc: BaseException) -> None:
+        self.degraded = True
         for stream in streams:
             # Subscribers are told "degraded"; they must not wait for Redis to return.
             stream.ready.set()
@@ -279,6 +301,7 @@ class _Shard:
                 stream.degraded = False
                 log.info("stream reader recovered", extra={"camera": stream.camera})
                 self.broker.sink.status(stream.camera, "live")
+        self.degraded = any(s.degraded for s in self.streams.values())
 
     def _deliver(self, stream: _Stream, entries: list[Any]) -> None:
         b = self.broker
@@ -345,6 +368,7 @@ class Broker:
         *,
         xread_block_ms: int = 5000,
         xread_count: int = 100,
+        xread_gather: float = 0.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         linger: float = 5.0,
@@ -357,6 +381,7 @@ class Broker:
         self.metrics = metrics
         self.xread_block_ms = xread_block_ms
         self.xread_count = xread_count
+        self.xread_gather = xread_gather
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.linger = linger

@@ -70,6 +70,11 @@ class _EventPathCollector(Collector):
             "Event deliveries dropped for slow clients (latest-wins per camera).",
             value=m.events_dropped,
         )
+        yield CounterMetricFamily(
+            "camfleet_gateway_redis_reads",
+            "XREAD replies received by the stream readers (wake-ups of the event path).",
+            value=m.redis_reads,
+        )
         yield m.delivery_latency.family(
             "camfleet_gateway_delivery_latency_seconds",
             "From an event's arrival from Redis to its hand-off to the last subscriber's socket.",
@@ -88,6 +93,7 @@ class Metrics:
         self.events_invalid: Tally[str] = Tally()
         self.events_out = 0
         self.events_dropped = 0
+        self.redis_reads = 0
         self.delivery_latency = HotHistogram(_LATENCY_BUCKETS)
         self.event_age = HotHistogram(_AGE_BUCKETS)
         r.register(_EventPathCollector(self))
