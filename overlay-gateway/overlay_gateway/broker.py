@@ -131,6 +131,8 @@ class _Stream:
     __slots__ = (
         "camera",
         "degraded",
+        "id_arg",
+        "id_for",
         "key",
         "key_arg",
         "last_id",
@@ -145,6 +147,9 @@ class _Stream:
         self.key = stream_key(camera).encode()
         self.key_arg = _bulk(self.key)  # encoded once, sent with every XREAD
         self.last_id: str | None = None  # resolved from "$" once, by the shard
+        # last_id as an XREAD argument, and the last_id it was encoded from.
+        self.id_arg = b""
+        self.id_for: str | None = None
         self.ready = asyncio.Event()
         self.degraded = False
         self.refs = 0
@@ -173,9 +178,18 @@ class _Shard:
         # At most one at a time however many streams are added at once: each CLIENT UNBLOCK
         # in flight holds a pool connection.
         self._interrupt: asyncio.Task[None] | None = None
+        # Per read, only what changed is recomputed: the streams read and the command's fixed
+        # part follow `streams` (rebuilt when `_stale`), the ids follow each stream's last_id.
+        self._unresolved: set[_Stream] = set()
+        self._stale = True
+        self._snapshot: dict[bytes, _Stream] = {}
+        self._prefix = b""
 
     def add(self, stream: _Stream) -> None:
         self.streams[stream.key] = stream
+        if stream.last_id is None:
+            self._unresolved.add(stream)
+        self._stale = True
         self.generation += 1
         self.wake.set()
         if self._interrupt is None or self._interrupt.done():
@@ -185,6 +199,8 @@ class _Shard:
         # No interrupt: the next read simply leaves it out.
         if self.streams.get(stream.key) is stream:
             del self.streams[stream.key]
+            self._unresolved.discard(stream)
+            self._stale = True
             self.generation += 1
 
     async def _interrupt_read(self) -> None:
@@ -223,8 +239,8 @@ class _Shard:
                             return
                     continue
                 self.reading = self.generation
-                snapshot = {k: s for k, s in self.streams.items() if s.last_id is not None}
-                await self._send(self.conn, self._xread_command(snapshot))
+                snapshot, command = self._xread_command()
+                await self._send(self.conn, command)
                 response: Any = await self.conn.read_response(disable_decoding=True)
                 b.metrics.redis_reads += 1
                 backoff = b.backoff_initial
@@ -256,9 +272,9 @@ class _Shard:
 
     async def _resolve_new(self) -> None:
         # Resolve "$" to a concrete id once per stream, so later reads never skip an entry.
-        new = [s for s in self.streams.values() if s.last_id is None]
-        if not new:
+        if not self._unresolved:
             return
+        new = [s for s in self._unresolved if s.last_id is None]
         async with self.broker.redis.pipeline(transaction=False) as pipe:
             for stream in new:
                 pipe.xrevrange(stream.key, count=1)
@@ -266,6 +282,8 @@ class _Shard:
         for stream, last in zip(new, tails, strict=True):
             stream.last_id = _position(last[0][0]) if last else "0-0"
             stream.ready.set()
+            self._unresolved.discard(stream)
+        self._stale = True
 
     @staticmethod
     async def _send(conn: Connection, command: bytes) -> None:
@@ -343,18 +361,28 @@ class _Shard:
                 await task
         await self._release_connection()
 
-    def _xread_command(self, streams: dict[bytes, _Stream]) -> bytes:
-        b = self.broker
-        head = [b"XREAD", b"COUNT", str(b.xread_count).encode(), b"BLOCK"]
-        head += [str(b.xread_block_ms).encode(), b"STREAMS"]
-        return b"".join(
-            [
-                b"*%d\r\n" % (len(head) + 2 * len(streams)),
-                *map(_bulk, head),
-                *(s.key_arg for s in streams.values()),
-                *(_bulk((s.last_id or "0-0").encode()) for s in streams.values()),
-            ]
-        )
+    def _xread_command(self) -> tuple[dict[bytes, _Stream], bytes]:
+        """The streams to read (those with a position) and the XREAD command reading them."""
+        if self._stale:
+            self._stale = False
+            self._snapshot = {k: s for k, s in self.streams.items() if s.last_id is not None}
+            b = self.broker
+            head = [b"XREAD", b"COUNT", str(b.xread_count).encode(), b"BLOCK"]
+            head += [str(b.xread_block_ms).encode(), b"STREAMS"]
+            self._prefix = b"".join(
+                [
+                    b"*%d\r\n" % (len(head) + 2 * len(self._snapshot)),
+                    *map(_bulk, head),
+                    *(s.key_arg for s in self._snapshot.values()),
+                ]
+            )
+        ids = [self._prefix]
+        for s in self._snapshot.values():
+            if s.id_for is not s.last_id:
+                s.id_for = s.last_id
+                s.id_arg = _bulk((s.last_id or "0-0").encode())
+            ids.append(s.id_arg)
+        return self._snapshot, b"".join(ids)
 
 
 class Broker:
