@@ -81,9 +81,10 @@ class Settings(BaseSettings):
     xread_block_ms: int = Field(default=5000, ge=1)
     xread_count: int = Field(default=100, ge=1)
     # After a read that returned events, wait this long before the next one, so that one
-    # wake-up (and one round trip) collects what a publisher's pipeline or several AI workers
-    # add within that time: fewer reads per event, at most this much more latency.
-    xread_gather_ms: float = Field(default=1.0, ge=0, le=50)
+    # wake-up (and one round trip) collects what many AI workers add within that time: fewer
+    # reads per event, at most this much more latency. Off by default: with the benchmark's
+    # pipelining publisher it did not reduce reads (docs/benchmarks.md).
+    xread_gather_ms: float = Field(default=0.0, ge=0, le=50)
     # Streams multiplexed on one reader connection (one XREAD BLOCK over all of them).
     streams_per_reader: int = Field(default=256, ge=1)
     redis_backoff_initial_seconds: float = Field(default=0.1, gt=0)
