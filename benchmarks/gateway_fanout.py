@@ -22,6 +22,8 @@ Then idle memory: N subscribed clients that receive nothing; (RSS after - RSS be
     .venv/bin/python benchmarks/gateway_fanout.py                        # bounded, ~1.5 min
     .venv/bin/python benchmarks/gateway_fanout.py --clients 100,2000,10000 --idle 10000
     .venv/bin/python benchmarks/gateway_fanout.py --modes shared,node --node-modules DIR
+    .venv/bin/python benchmarks/gateway_fanout.py --clients 100,1000 --modes shared --idle 2000 \
+        --profile DIR    # py-spy stacks per run, tracemalloc of the idle connections
 
 Prints one JSON line per scenario and a Markdown table at the end.
 """
