@@ -18,6 +18,7 @@ from playwright.async_api import Browser, async_playwright
 from camfleet_dev.testbed.browser import launch_chromium
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_dev.testbed.tools import repo_root, tools_dir
@@ -61,6 +62,13 @@ def namespace(kube: KubeCluster) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_server(testbed_dir: Path) -> Iterator[RedisServer]:
     with RedisServer(testbed_dir / "redis") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres(testbed_dir: Path) -> Iterator[PostgresServer]:
+    """PostgreSQL 15 (Debian's), database `camfleet`; tests that restart it restart this one."""
+    with PostgresServer(testbed_dir / "postgres") as server:
         yield server
 
 

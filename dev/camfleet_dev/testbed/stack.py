@@ -10,6 +10,7 @@ from pathlib import Path
 
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.process import StartError
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
@@ -33,6 +34,8 @@ def run_testbed(state_dir: Path) -> int:
             print(f"  kube-apiserver  {kube.server}  (kubeconfig: {kube.kubeconfig})")
             redis = stack.enter_context(RedisServer(state_dir / "redis"))
             print(f"  redis           {redis.url}")
+            postgres = stack.enter_context(PostgresServer(state_dir / "postgres"))
+            print(f"  postgresql      {postgres.dsn}")
             livekit = stack.enter_context(LiveKitServer(state_dir / "livekit"))
             print(f"  livekit-server  {livekit.url}  (key {livekit.api_key})")
             camera = stack.enter_context(RtspCamera(state_dir / "rtsp", tools_dir() / "media"))
