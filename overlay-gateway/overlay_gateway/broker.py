@@ -28,26 +28,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
-from camfleet.events import (
-    EVENT_MAX_BYTES,
-    STREAM_FIELD,
-    Event,
-    FastEvent,
-    fast_event_json,
-    stream_key,
-)
+from camfleet.events import classify_entry, stream_key
 from overlay_gateway.metrics import Metrics
 from overlay_gateway.protocol import event_message, position_key
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Broker", "EventSink", "IdleClosingPool", "ReplayResult", "classify_entry", "connect"]
-
-_FIELD = STREAM_FIELD.encode()
 
 
 class IdleClosingPool(aioredis.ConnectionPool):
@@ -93,32 +83,6 @@ class ReplayResult:
     events: list[tuple[str, bytes]]
     # True when entries after `since` may have been trimmed away before the client came back.
     gap: bool
-
-
-def classify_entry(camera: str, fields: dict[bytes, bytes]) -> tuple[FastEvent | None, str]:
-    """Validate one stream entry; returns (event, "") or (None, reason it is invalid)."""
-    raw = fields.get(_FIELD)
-    if raw is None:
-        return None, "missing_field"
-    if len(raw) > EVENT_MAX_BYTES:
-        # Refused before parsing: a 10 MB entry must not cost a 10 MB parse.
-        return None, "too_large"
-    # Plainly valid events take the fast path; the model decides (and names why) for the rest.
-    event = fast_event_json(raw)
-    if event is None:
-        try:
-            model = Event.model_validate_json(raw)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_input=False)
-            if errors and errors[0]["type"] == "json_invalid":
-                return None, "not_json"
-            if errors and errors[0]["loc"] == ("v",):
-                return None, "version"
-            return None, "schema"
-        event = FastEvent(model.to_json(), model.camera, model.ts)
-    if event.camera != camera:
-        return None, "camera_mismatch"
-    return event, ""
 
 
 def _position(raw: bytes | str) -> str:

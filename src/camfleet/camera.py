@@ -6,8 +6,10 @@ API server's copy of the same contract; `tests/unit/test_crd_model.py` walks bot
 any disagreement. Pure: pydantic only, no I/O.
 """
 
+import re
 import unicodedata
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -113,6 +115,27 @@ class Access(_Spec):
     groups: tuple[Annotated[ProcessString, Field(min_length=1, max_length=253)], ...] | None = None
 
 
+#: `spec.history.retention`: a whole number of hours, days or weeks (the CRD's pattern is the same).
+RETENTION_PATTERN: Final = r"^[1-9][0-9]{0,4}(h|d|w)$"
+_RETENTION_RE: Final = re.compile(RETENTION_PATTERN)
+_RETENTION_UNITS: Final = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_retention(value: str) -> timedelta:
+    """`"30d"` → 30 days; `h`, `d` and `w` units, 1 to 99999 of them."""
+    if not isinstance(value, str) or not _RETENTION_RE.match(value):
+        raise ValueError(f"invalid retention {value!r}: expected e.g. '12h', '30d' or '2w'")
+    return int(value[:-1]) * _RETENTION_UNITS[value[-1]]
+
+
+class History(_Spec):
+    retention: Annotated[str | None, Field(pattern=RETENTION_PATTERN, max_length=6)] = None
+
+    @property
+    def retention_delta(self) -> timedelta | None:
+        return None if self.retention is None else parse_retention(self.retention)
+
+
 class CameraSpec(_Spec):
     source: Source
     stream: Stream = Stream()
@@ -121,6 +144,7 @@ class CameraSpec(_Spec):
     on_demand: Annotated[bool, Field(alias="onDemand")] = False
     ingest: Ingest = Ingest()
     access: Access | None = None
+    history: History | None = None
 
 
 class Condition(_Status):

@@ -21,6 +21,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, NamedTuple
 
@@ -46,7 +47,9 @@ __all__ = [
     "CameraRef",
     "DetectedObject",
     "Event",
+    "FastEvent",
     "ValidationError",
+    "classify_entry",
     "fast_event_json",
     "json_schema",
     "main",
@@ -58,8 +61,12 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 STREAM_PREFIX: Final = "camfleet:events:"
 STREAM_FIELD: Final = "e"
-# ~10 s of history at 30 events/s: enough for a browser reconnect to replay what it missed.
-DEFAULT_RETENTION: Final = 300
+_FIELD: Final = STREAM_FIELD.encode()
+# MAXLEN ~ of every camera's stream. The archiver reads behind it (docs/history.md): 6,000
+# entries are 10 minutes at 10 events/s, the archiver outage a camera survives without losing
+# an event (at 30 events/s, 3.3 minutes). A reconnecting browser replays at most the gateway's
+# REPLAY_MAX_EVENTS of them.
+DEFAULT_RETENTION: Final = 6000
 # Attributes are for small per-event hints (zone name, model version); anything bigger belongs
 # in another store, not in a stream every viewer receives.
 ATTRIBUTES_MAX_BYTES: Final = 4096
@@ -340,6 +347,36 @@ def fast_event_json(raw: bytes | str) -> FastEvent | None:
     if len(encoded) > EVENT_MAX_BYTES:
         return None
     return FastEvent(encoded, camera, ts)
+
+
+def classify_entry(camera: str, fields: Mapping[bytes, bytes]) -> tuple[FastEvent | None, str]:
+    """Validate one entry of `camera`'s stream: (event, "") or (None, why it is invalid).
+
+    The one check every reader of the streams applies (the gateway, the archiver), so that an
+    entry one of them drops the other drops too, for the same reason (a metric label).
+    """
+    raw = fields.get(_FIELD)
+    if raw is None:
+        return None, "missing_field"
+    if len(raw) > EVENT_MAX_BYTES:
+        # Refused before parsing: a 10 MB entry must not cost a 10 MB parse.
+        return None, "too_large"
+    # Plainly valid events take the fast path; the model decides (and names why) for the rest.
+    event = fast_event_json(raw)
+    if event is None:
+        try:
+            model = Event.model_validate_json(raw)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            if errors and errors[0]["type"] == "json_invalid":
+                return None, "not_json"
+            if errors and errors[0]["loc"] == ("v",):
+                return None, "version"
+            return None, "schema"
+        event = FastEvent(model.to_json(), model.camera, model.ts)
+    if event.camera != camera:
+        return None, "camera_mismatch"
+    return event, ""
 
 
 def json_schema() -> dict[str, Any]:

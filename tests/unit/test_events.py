@@ -132,7 +132,7 @@ def test_stream_key_and_camera_parsing() -> None:
     assert stream_key("shop/front-door") == "camfleet:events:shop/front-door"
     assert stream_key(CameraRef("a", "b.c")) == "camfleet:events:a/b.c"
     assert STREAM_FIELD == "e"
-    assert DEFAULT_RETENTION == 300
+    assert DEFAULT_RETENTION == 6000
     assert parse_camera("ns/cam-1.x") == CameraRef("ns", "cam-1.x")
     for bad in ("", "ns", "ns/", "/cam", "NS/cam", "ns/cam/x", "ns/-cam", "a" * 64 + "/cam"):
         with pytest.raises(ValueError, match="invalid camera"):

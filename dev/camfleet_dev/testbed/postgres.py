@@ -58,7 +58,7 @@ class PostgresServer:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
+        return self.dsn_of(DATABASE)
 
     def _data_dir(self) -> Path:
         if not self._as_root:
@@ -82,7 +82,9 @@ class PostgresServer:
         try:
             pwd.getpwnam(SERVICE_USER)
         except KeyError as exc:
-            raise MissingTool(f"no '{SERVICE_USER}' user (Debian's postgresql): {SETUP_HINT}") from exc
+            raise MissingTool(
+                f"no '{SERVICE_USER}' user (Debian's postgresql): {SETUP_HINT}"
+            ) from exc
         return ["runuser", "-u", SERVICE_USER, "--", *argv]
 
     def _initdb(self) -> None:
@@ -163,6 +165,17 @@ class PostgresServer:
             created = self._psql(f"CREATE DATABASE {DATABASE}")
             if created.returncode != 0:
                 raise RuntimeError(f"CREATE DATABASE failed: {created.stderr}")
+
+    def create_database(self, name: str) -> str:
+        """A fresh, empty database (one per test keeps tests apart); its DSN."""
+        created = self._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        created = self._psql(f'CREATE DATABASE "{name}"')
+        if created.returncode != 0:
+            raise RuntimeError(f"CREATE DATABASE {name} failed: {created.stderr}")
+        return self.dsn_of(name)
+
+    def dsn_of(self, database: str) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def sql(self, sql: str) -> str:
         """Run one statement in the camfleet database with psql; its unaligned output."""

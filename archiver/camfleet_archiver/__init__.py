@@ -1,0 +1,1 @@
+"""camfleet's archiver: Redis Streams → PostgreSQL, one row per stream entry (docs/history.md)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the event history schema (applied by `camfleet_archiver.schema`)."""
