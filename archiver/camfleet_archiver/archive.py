@@ -54,6 +54,7 @@ class Archiver:
         self.behind: set[str] = set()
         self.last_progress = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
+        self._claimer = self.writer()
 
     def writer(self) -> Writer:
         s = self.settings
@@ -85,6 +86,7 @@ class Archiver:
                 await task
         for shard in self.shards:
             await shard.writer.close()
+        await self._claimer.close()
         self.shards.clear()
         self._tasks.clear()
 
@@ -206,7 +208,7 @@ class Archiver:
     async def claim(self) -> None:
         if not self.streams:
             return
-        writer = self._claim_writer
+        writer = self._claimer
         idle_ms = int(self.settings.claim_idle_seconds * 1000)
         for key in list(self.streams):
             start = "0-0"
@@ -246,12 +248,6 @@ class Archiver:
                     await self.store(writer, [(key, i, f) for i, f in claimed])
                 if start == "0-0":
                     break
-
-    @property
-    def _claim_writer(self) -> Writer:
-        if not hasattr(self, "_claimer"):
-            self._claimer = self.writer()
-        return self._claimer
 
     # --- falling behind ---------------------------------------------------------------------
     async def check_backlog(self) -> None:

@@ -47,6 +47,22 @@ PROGRAMS = {
         ("overlay_gateway.__main__", "overlay_gateway.app", "overlay_gateway.routes"),
         frozenset({"av", "numpy", "livekit", "kopf", "camfleet-operator", "camfleet-ingest"}),
     ),
+    "archiver": Program(
+        "archiver",
+        "camfleet-archiver",
+        ("camfleet_archiver.main", "camfleet_archiver.archive", "camfleet_archiver.schema"),
+        frozenset(
+            {
+                "av",
+                "numpy",
+                "livekit",
+                "kopf",
+                "camfleet-operator",
+                "camfleet-ingest",
+                "camfleet-gateway",
+            }
+        ),
+    ),
     "ingest": Program(
         "ingest",
         "camfleet-ingest",
@@ -121,7 +137,7 @@ def test_program_imports_with_only_its_own_dependencies(
     assert not carried, f"the {name} image would carry {sorted(carried)}"
 
 
-@pytest.mark.parametrize("name", ["operator", "ingest"])
+@pytest.mark.parametrize("name", ["operator", "ingest", "archiver"])
 def test_console_script_starts_and_refuses_missing_settings(
     name: str, program_venvs: dict[str, Path]
 ) -> None:
