@@ -27,6 +27,9 @@ from overlay_gateway.auth import (
     StaticTokenAuthenticator,
 )
 from overlay_gateway.broker import Broker, connect
+from overlay_gateway.freshness import Freshness
+from overlay_gateway.history import History
+from overlay_gateway.history_api import setup_history_routes
 from overlay_gateway.hub import Hub
 from overlay_gateway.kube import KubeClient, KubeConfig
 from overlay_gateway.metrics import Metrics
@@ -40,7 +43,8 @@ def init_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=64 * 1024, middlewares=[admit_requests])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics = Metrics()
-    app[keys.HUB] = Hub(metrics)
+    app[keys.HUB] = hub = Hub(metrics)
+    app[keys.FRESHNESS] = Freshness(hub, metrics.registry, settings.overlay_stale_seconds)
     app[keys.ADMISSION] = admission = Admission(
         settings.handshake_timeout_seconds, settings.max_connections, metrics
     )
@@ -48,9 +52,11 @@ def init_app(settings: Settings) -> web.Application:
     app[keys.SESSIONS] = set()
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_kube_ctx)
+    app.cleanup_ctx.append(_history_ctx)
     app.on_shutdown.append(_close_clients)
     app.on_cleanup.append(_close_admission)
     setup_routes(app)
+    setup_history_routes(app)
     return app
 
 
@@ -80,7 +86,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     broker = Broker(
         client,
-        app[keys.HUB],
+        app[keys.FRESHNESS],  # records each camera's last event, then the hub fans it out
         app[keys.METRICS],
         xread_block_ms=settings.xread_block_ms,
         xread_count=settings.xread_count,
@@ -96,6 +102,33 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await broker.close()
     await client.aclose()
+
+
+async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The history pool, opened without waiting: PostgreSQL being down must not stop live."""
+    settings = app[keys.SETTINGS]
+    dsn = (
+        settings.postgres_dsn_file.read_text().strip()
+        if settings.postgres_dsn_file is not None
+        else settings.postgres_dsn.get_secret_value()
+        if settings.postgres_dsn is not None
+        else None
+    )
+    history = (
+        History(
+            dsn,
+            pool_size=settings.history_pool_size,
+            statement_timeout_ms=settings.history_statement_timeout_ms,
+        )
+        if dsn
+        else None
+    )
+    app[keys.HISTORY] = history
+    if history is not None:
+        await history.open()
+    yield
+    if history is not None:
+        await history.close()
 
 
 async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:

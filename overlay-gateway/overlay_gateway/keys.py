@@ -10,6 +10,8 @@ from aiohttp import web
 from overlay_gateway.admission import Admission
 from overlay_gateway.auth import Authenticator, Authorizer
 from overlay_gateway.broker import Broker
+from overlay_gateway.freshness import Freshness
+from overlay_gateway.history import History
 from overlay_gateway.hub import Hub
 from overlay_gateway.kube import KubeClient
 from overlay_gateway.metrics import Metrics
@@ -24,4 +26,6 @@ KUBE: web.AppKey[KubeClient | None] = web.AppKey("kube")
 AUTHENTICATORS: web.AppKey[Sequence[Authenticator]] = web.AppKey("authenticators")
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
 ADMISSION = web.AppKey("admission", Admission)
+FRESHNESS = web.AppKey("freshness", Freshness)
+HISTORY: web.AppKey[History | None] = web.AppKey("history")
 SESSIONS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sessions")

@@ -109,6 +109,12 @@ async def list_cameras(request: web.Request) -> web.Response:
             }
         )
     items.sort(key=lambda c: str(c["camera"]))
+    # AI path health: fresh / stale since T / none, from the relayed events and the streams.
+    overlays = await request.app[keys.FRESHNESS].states(
+        request.app[keys.REDIS], [str(c["camera"]) for c in items]
+    )
+    for item in items:
+        item["overlays"] = overlays[str(item["camera"])]
     return web.json_response({"cameras": items})
 
 

@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     redis_idle_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
+    # Event history (docs/history.md): the archiver's PostgreSQL, read-only here. Unset: the
+    # history endpoints answer 503 "history not configured". A Secret file in a cluster.
+    postgres_dsn: SecretStr | None = None
+    postgres_dsn_file: Path | None = None
+    history_pool_size: int = Field(default=4, ge=1)
+    history_max_limit: int = Field(default=1000, ge=1)
+    history_statement_timeout_ms: int = Field(default=2000, ge=10)
+    # A camera whose last event is older than this shows "overlays stale" (AI path health).
+    overlay_stale_seconds: float = Field(default=30.0, gt=0)
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
@@ -122,4 +132,6 @@ class Settings(BaseSettings):
         if (self.livekit_api_key is None) != (self.livekit_api_secret is None):
             raise ValueError("set both livekit_api_key and livekit_api_secret, or neither")
         HttpUrl(self.livekit_url.replace("ws", "http", 1))  # refuse garbage early
+        if self.postgres_dsn is not None and self.postgres_dsn_file is not None:
+            raise ValueError("set postgres_dsn_file or postgres_dsn, not both")
         return self
