@@ -31,9 +31,9 @@ REGISTRY ?= ghcr.io/camfleet
 DOCKER ?= docker
 IMAGE_BUILD_ARGS ?=
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-COMPONENTS := operator gateway ingest
+COMPONENTS := operator gateway ingest archiver
 
-images: $(addprefix image-,$(COMPONENTS))  ## build the three images, tagged with the chart's appVersion
+images: $(addprefix image-,$(COMPONENTS))  ## build the four images, tagged with the chart's appVersion
 
 image-%:         ## build one image: make image-operator (REGISTRY=..., DOCKER=podman, IMAGE_BUILD_ARGS=...)
 	$(DOCKER) build -f images/$*/Dockerfile -t $(REGISTRY)/camfleet-$*:$(APP_VERSION) \

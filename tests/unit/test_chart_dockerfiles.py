@@ -23,7 +23,7 @@ from camfleet_dev.testbed.tools import repo_root
 
 ROOT = repo_root()
 IMAGES = ROOT / "images"
-COMPONENTS = ("operator", "gateway", "ingest")
+COMPONENTS = ("operator", "gateway", "ingest", "archiver")
 OCI_LABELS = ("title", "description", "version", "revision", "source", "licenses")
 
 

@@ -170,6 +170,8 @@ def _settings_env(
                 target.write_text("dummy-secret\n")
                 value = str(target)
             monkeypatch.setenv(name, value)
+        elif "fieldRef" in entry["valueFrom"]:
+            monkeypatch.setenv(name, "pod-0")  # the downward API: the pod's name
         else:
             key = entry["valueFrom"]["secretKeyRef"]["key"]
             monkeypatch.setenv(name, "redis://redis:6379/0" if key == "url" else f"dummy-{key}")
@@ -223,6 +225,52 @@ def test_gateway_env_is_what_its_settings_read(
     assert settings.port == 8080
     assert settings.livekit_api_key is not None
     assert settings.redis_url.get_secret_value() == "redis://redis:6379/0"
+
+
+def test_archiver_is_off_by_default_and_complete_when_enabled(
+    default_docs: list[Doc], all_docs: list[Doc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from camfleet_archiver.settings import Settings
+
+    assert not [d for d in default_docs if "archiver" in d["metadata"]["name"]]
+    assert "CAMFLEET_GATEWAY_POSTGRES_DSN_FILE" not in env_of(
+        one(default_docs, "Deployment", "camfleet-gateway")
+    )
+    archiver = one(all_docs, "Deployment", "cfall-archiver")
+    assert archiver["spec"]["replicas"] == 3
+    names = _settings_env(archiver, tmp_path, monkeypatch, "CAMFLEET_ARCHIVER_")
+    assert names <= set(Settings.model_fields), names - set(Settings.model_fields)
+    pod = archiver["spec"]["template"]["spec"]
+    (secret,) = [v for v in pod["volumes"] if v["name"] == "postgres"]
+    assert secret["secret"] == {"secretName": "events-db", "items": [{"key": "uri", "path": "dsn"}]}
+    monkeypatch.setenv("CAMFLEET_ARCHIVER_POSTGRES_DSN_FILE", str(tmp_path / "dsn"))
+    settings = Settings()
+    assert settings.consumer == "pod-0"
+    assert settings.default_retention.days == 14
+    assert settings.kube_enabled
+    # The gateway reads the same Secret for the history API.
+    gateway = one(all_docs, "Deployment", "cfall-gateway")
+    assert (
+        env_of(gateway)["CAMFLEET_GATEWAY_POSTGRES_DSN_FILE"]["value"]
+        == "/etc/camfleet/postgres/dsn"
+    )
+    pdb = one(all_docs, "PodDisruptionBudget", "cfall-archiver")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # Read-only in the cluster: Cameras for their retention.
+    assert _rules(one(all_docs, "ClusterRole", "cfall-archiver")) == {
+        ("camfleet.io", "cameras", "get"),
+        ("camfleet.io", "cameras", "list"),
+    }
+    policy = one(all_docs, "NetworkPolicy", "cfall-archiver")
+    assert ("TCP", 5432) in _egress_ports(policy)
+    assert ("TCP", 6379) in _egress_ports(policy)
+    assert ("TCP", 5432) in _egress_ports(one(all_docs, "NetworkPolicy", "cfall-gateway"))
+    assert ("TCP", 5432) not in _egress_ports(
+        one(default_docs, "NetworkPolicy", "camfleet-gateway")
+    )
+    assert (
+        one(all_docs, "ServiceMonitor", "cfall-archiver")["spec"]["endpoints"][0]["port"] == "http"
+    )
 
 
 @pytest.mark.parametrize("values", ["default", "all-options"])

@@ -19,6 +19,7 @@
 
 {{- define "camfleet.operator.fullname" -}}{{ include "camfleet.fullname" . }}-operator{{- end -}}
 {{- define "camfleet.gateway.fullname" -}}{{ include "camfleet.fullname" . }}-gateway{{- end -}}
+{{- define "camfleet.archiver.fullname" -}}{{ include "camfleet.fullname" . }}-archiver{{- end -}}
 {{- define "camfleet.ingest.fullname" -}}{{ include "camfleet.fullname" . }}-ingest{{- end -}}
 
 {{- define "camfleet.labels" -}}
