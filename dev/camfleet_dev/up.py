@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from camfleet_archiver.settings import Settings as ArchiverSettings
 from camfleet_dev.program_env import program_env, program_settings
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.postgres import PostgresServer, pg_bin
 from camfleet_dev.testbed.process import ManagedProcess, StartError, free_port, http_ok
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
@@ -40,6 +42,7 @@ DEFAULT_PORTS = {
     "gateway": 8090,
     "kube": 16443,
     "livekit": 7880,
+    "postgres": 15432,
     "redis": 16379,
     "rtsp": 8554,
 }
@@ -101,6 +104,7 @@ def check_tools() -> None:
         tool(name)
     tool("livekit-server")
     tool("redis-server")
+    pg_bin("postgres")
 
 
 def camera_reachable(url: str, timeout: float = 3.0) -> bool:
@@ -234,6 +238,33 @@ class Stack:
             redis = self.stack.enter_context(
                 RedisServer(self.state_dir / "redis", port=ports["redis"])
             )
+        with self.progress.step("postgresql", f"127.0.0.1:{ports['postgres']}"):
+            postgres = self.stack.enter_context(
+                PostgresServer(self.state_dir / "postgres", port=ports["postgres"])
+            )
+        with self.progress.step("archiver"):
+            archiver_port = free_port()
+            self._process(
+                "archiver",
+                [py, "-m", "camfleet_archiver"],
+                {
+                    **program_env(
+                        program_settings(
+                            ArchiverSettings,
+                            {
+                                "host": "127.0.0.1",
+                                "port": archiver_port,
+                                "redis_url": redis.url,
+                                "postgres_dsn": postgres.dsn,
+                                "consumer": "camfleet-up",
+                                "kube_enabled": True,
+                                "kubeconfig": kube.kubeconfig,
+                            },
+                        )
+                    ),
+                },
+                lambda: http_ok(f"http://127.0.0.1:{archiver_port}/healthz"),
+            )
         # livekit-server posts room events to the operator (on-demand cameras start at once).
         webhook = free_port()
         with self.progress.step("livekit-server", f"ws://127.0.0.1:{ports['livekit']}"):
@@ -295,6 +326,7 @@ class Stack:
                             "livekit_url": livekit.url,
                             "livekit_api_key": livekit.api_key,
                             "livekit_api_secret": livekit.api_secret,
+                            "postgres_dsn": postgres.dsn,
                         },
                     )
                 ),
