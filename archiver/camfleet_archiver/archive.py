@@ -173,7 +173,7 @@ class Archiver:
             if event.ts > now_ms + future_ms:
                 invalid.labels("future").inc()
                 continue
-            records.append(to_record(camera, raw_id.decode(), event.to_json()))
+            records.append(to_record(camera, raw_id.decode(), fields[b"e"]))
         return records
 
     async def store(self, writer: Writer, entries: Sequence[Entry]) -> None:

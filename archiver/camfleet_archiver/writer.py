@@ -1,9 +1,10 @@
 """PostgreSQL side of the archiver: a batch of stream entries → rows, in one transaction.
 
-Rows go through COPY into a temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO
-NOTHING` into the partitioned table: COPY's speed with the idempotency of the primary key, so
-a redelivered or claimed entry never makes a second row. The caller acknowledges the entries
-in Redis only after `write` returned, i.e. after the commit.
+Rows are COPYed straight into the partitioned table. When a batch holds an entry that is
+already stored (a redelivery after a crash, a claim), the primary key refuses the whole COPY and
+the batch goes through a temporary staging table and one `INSERT … SELECT … ON CONFLICT DO
+NOTHING` instead: a redelivered or claimed entry never makes a second row. The caller
+acknowledges the entries in Redis only after `write` returned, i.e. after the commit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 import orjson
@@ -43,6 +44,7 @@ _CREATE_STAGING: Final = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE {TABLE}) ON COMMIT DELETE ROWS"
 )
 _COPY: Final = f"COPY {_STAGING} ({_COLUMN_LIST}) FROM STDIN"
+_COPY_DIRECT: Final = f"COPY {TABLE} ({_COLUMN_LIST}) FROM STDIN"
 _INSERT: Final = (
     f"INSERT INTO {TABLE} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "
     "ON CONFLICT DO NOTHING"
@@ -52,6 +54,7 @@ _INSERT_ONE: Final = (
     "ON CONFLICT DO NOTHING"
 )
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 Row = tuple[str, datetime, int, int, int | None, str, list[str], str, str | None]
 
 
@@ -64,15 +67,16 @@ class Record:
 
 
 def to_record(camera: str, entry_id: str, event_json: bytes) -> Record:
-    """The row of one validated event (its normalised wire JSON, `Event.to_json()`)."""
+    """The row of one event that passed `classify_entry` (its JSON as it came from the stream:
+    valid by then, so only the fields the row needs are read)."""
     data = orjson.loads(event_json)
     ms, _, seq = entry_id.partition("-")
-    objects = data.get("objects", [])
+    objects = data.get("objects") or []
     attributes = data.get("attributes")
-    ts_ms: int = data["ts"]
+    ts_ms = int(data["ts"])
     row: Row = (
         camera,
-        datetime.fromtimestamp(ts_ms / 1000, UTC),
+        _EPOCH + timedelta(milliseconds=ts_ms),
         int(ms),
         int(seq or 0),
         data.get("frame"),
@@ -149,6 +153,18 @@ class Writer:
     async def _write_once(self, records: Sequence[Record]) -> int:
         conn = await self._connection()
         await self.ensure_partitions({utc_day(r.ts_ms) for r in records})
+        # Straight into the table first: redeliveries are rare (a crash, a claim), so the usual
+        # batch pays for one write per row. A batch holding a row that is already there fails
+        # whole and goes through the staging table, which skips the rows already stored.
+        try:
+            async with conn.transaction():
+                cur = conn.cursor()
+                async with cur.copy(_COPY_DIRECT) as copy:
+                    for record in records:
+                        await copy.write_row(record.row)
+                return len(records)
+        except errors.UniqueViolation:
+            pass
         async with conn.transaction():
             cur = conn.cursor()
             async with cur.copy(_COPY) as copy:
