@@ -89,6 +89,15 @@ def start_archiver(redis_url: str, dsn: str, log: Path) -> tuple[subprocess.Pope
     return proc, port
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def rows(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         try:
@@ -114,8 +123,7 @@ def bench_rate(redis_url: str, pg: PostgresServer, work: Path, total: int) -> No
             time.sleep(0.2)
         elapsed, cpu = time.monotonic() - t0, cpu_seconds(proc.pid) - cpu0
     finally:
-        proc.terminate()
-        proc.wait(15)
+        stop(proc)
     print(
         f"rate: {done} events in {elapsed:.1f} s = {done / elapsed:,.0f} events/s; "
         f"archiver CPU {cpu:.1f} s = {cpu / elapsed:.2f} cores "
@@ -166,8 +174,7 @@ def bench_lag(redis_url: str, pg: PostgresServer, work: Path, seconds: float) ->
         with urllib_get(port) as last:
             after = _lag_buckets(last)
     finally:
-        proc.terminate()
-        proc.wait(15)
+        stop(proc)
     buckets = [(b, after[b] - base.get(b, 0)) for b in sorted(after)]
     p50, p99 = _quantile(buckets, 0.5), _quantile(buckets, 0.99)
     print(

@@ -135,7 +135,12 @@ async def serve(settings: Settings) -> None:
     await service.start()
     await stop.wait()
     log.info("stopping archiver")
-    await service.close()
+    try:
+        # A COPY in flight is cancelled (rolled back, its entries stay pending for a claim);
+        # waiting on a stuck server must not outlast the pod's grace period.
+        await asyncio.wait_for(service.close(), timeout=10)
+    except TimeoutError:
+        log.warning("archiver did not stop cleanly within 10 s")
     await runner.cleanup()
 
 
