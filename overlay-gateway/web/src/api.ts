@@ -13,6 +13,37 @@ export interface CameraInfo {
   name: string;
   phase: string | null;
   room: string;
+  /** AI path health: is an AI worker's output arriving for this camera? */
+  overlays?: OverlayHealth;
+}
+
+export interface OverlayHealth {
+  state: 'fresh' | 'stale' | 'none' | 'unknown';
+  lastEventAt?: number; // ms since the epoch
+  staleSince?: number;
+}
+
+export interface StoredObject {
+  id: string;
+  label: string;
+  score: number;
+  box: [number, number, number, number];
+}
+
+export interface StoredEvent {
+  id: string;
+  ts: number;
+  frame?: number;
+  source: string;
+  objects: StoredObject[];
+}
+
+export interface Timeline {
+  from: number;
+  to: number;
+  bucketSeconds: number;
+  buckets: { start: number; counts: Record<string, number> }[];
+  totals: Record<string, number>;
 }
 
 export interface ViewerToken {
@@ -90,6 +121,22 @@ async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
 export async function listCameras(): Promise<CameraInfo[]> {
   const body = await call<{ cameras: CameraInfo[] }>('/api/cameras');
   return body.cameras;
+}
+
+function cameraPath(camera: string, what: string): string {
+  const [ns = '', name = ''] = camera.split('/');
+  return `/api/cameras/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/${what}`;
+}
+
+export async function timeline(camera: string, from: number, to: number): Promise<Timeline> {
+  return call<Timeline>(`${cameraPath(camera, 'timeline')}?from=${from}&to=${to}`);
+}
+
+export async function recentEvents(camera: string, from: number, limit: number): Promise<StoredEvent[]> {
+  const body = await call<{ events: StoredEvent[] }>(
+    `${cameraPath(camera, 'events')}?from=${from}&order=desc&limit=${limit}`,
+  );
+  return body.events;
 }
 
 export async function viewerToken(camera: string): Promise<ViewerToken> {

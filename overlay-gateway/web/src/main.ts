@@ -4,6 +4,7 @@
 
 import { adoptTokenFromUrl, ApiError, AuthRequired, listCameras, storedToken, storeToken, type CameraInfo } from './api';
 import { CameraView, type ViewerOptions } from './camera';
+import { HistoryPanel } from './history';
 import { GatewaySocket, type SocketState } from './socket';
 
 const REFRESH_MS = 10000;
@@ -18,6 +19,7 @@ interface SocketInfo {
 
 export class Viewer {
   readonly views = new Map<string, CameraView>();
+  readonly histories = new Map<string, HistoryPanel>();
   socket: GatewaySocket | null = null;
   /** Called with each camera view as it is created (the test hooks attach to it). */
   onView: ((view: CameraView) => void) | null = null;
@@ -99,12 +101,14 @@ export class Viewer {
         void view.stop();
         view.element.remove();
         this.views.delete(camera);
+        this.histories.delete(camera);
       }
     }
     for (const info of cameras) {
       const existing = this.views.get(info.camera);
       if (existing) {
         existing.setPhase(info.phase);
+        this.histories.get(info.camera)?.setHealth(info.overlays);
         continue;
       }
       const view = new CameraView(info, this.options);
@@ -117,8 +121,14 @@ export class Viewer {
         }
       });
       this.views.set(info.camera, view);
+      const history = new HistoryPanel(info.camera);
+      view.element.querySelector('header')!.append(history.badge);
+      view.element.append(history.element);
+      history.setHealth(info.overlays);
+      this.histories.set(info.camera, history);
       this.grid.append(view.element);
       view.start();
+      history.start();
     }
     this.grid.dataset.count = String(this.views.size);
     this.ensureSocket().setCameras([...this.views.keys()]);

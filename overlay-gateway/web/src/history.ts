@@ -1,0 +1,168 @@
+// Per camera: the AI path's health on the tile ("AI stalled 2 min"), a timeline strip of the
+// last hour (stacked counts per bucket, by label), and the recent detections; a click on one
+// shows its time and its boxes. Data from the gateway's history API (docs/gateway.md).
+
+import { ApiError, recentEvents, timeline, type OverlayHealth, type StoredEvent } from './api';
+
+const RANGE_MS = 3600_000;
+const REFRESH_MS = 15_000;
+const RECENT = 8;
+const COLOURS = ['#4fc3f7', '#ffb74d', '#81c784', '#e57373', '#ba68c8', '#fff176'];
+
+export function stalledText(health: OverlayHealth | undefined, now: number): string | null {
+  if (!health || health.state !== 'stale' || health.staleSince === undefined) return null;
+  const seconds = Math.max(0, Math.round((now - health.staleSince) / 1000));
+  if (seconds < 120) return `AI stalled ${seconds} s`;
+  if (seconds < 7200) return `AI stalled ${Math.round(seconds / 60)} min`;
+  return `AI stalled ${Math.round(seconds / 3600)} h`;
+}
+
+export class HistoryPanel {
+  readonly element: HTMLElement;
+  readonly badge: HTMLElement;
+  private readonly strip: HTMLElement;
+  private readonly list: HTMLOListElement;
+  private readonly detail: HTMLElement;
+  private readonly note: HTMLElement;
+  private health: OverlayHealth | undefined;
+  private colours = new Map<string, string>();
+  private timer: number | undefined;
+
+  constructor(readonly camera: string) {
+    const el = document.createElement('section');
+    el.className = 'history';
+    el.setAttribute('aria-label', `Detections of ${camera}`);
+    el.innerHTML = `
+      <div class="timeline" role="img"></div>
+      <p class="history-note"></p>
+      <ol class="detections"></ol>
+      <div class="detection-detail" hidden>
+        <time></time>
+        <svg viewBox="0 0 160 90" aria-label="Boxes of the selected detection"></svg>
+      </div>`;
+    // Clicks here are about history, not about enlarging the tile.
+    el.addEventListener('click', (ev) => ev.stopPropagation());
+    el.addEventListener('keydown', (ev) => ev.stopPropagation());
+    this.element = el;
+    this.strip = el.querySelector('.timeline')!;
+    this.list = el.querySelector('.detections')!;
+    this.detail = el.querySelector('.detection-detail')!;
+    this.note = el.querySelector('.history-note')!;
+    this.badge = document.createElement('span');
+    this.badge.className = 'badge ai';
+    this.badge.title = 'AI overlays';
+    this.badge.hidden = true;
+  }
+
+  start(): void {
+    void this.refresh();
+    window.setInterval(() => this.showHealth(), 1000);
+  }
+
+  setHealth(health: OverlayHealth | undefined): void {
+    this.health = health;
+    this.showHealth();
+  }
+
+  private showHealth(): void {
+    const text = stalledText(this.health, Date.now());
+    this.badge.hidden = text === null;
+    this.badge.dataset.state = this.health?.state ?? 'unknown';
+    this.badge.textContent = text ?? '';
+  }
+
+  private colour(label: string): string {
+    let c = this.colours.get(label);
+    if (!c) {
+      c = COLOURS[this.colours.size % COLOURS.length] ?? '#fff';
+      this.colours.set(label, c);
+    }
+    return c;
+  }
+
+  async refresh(): Promise<void> {
+    window.clearTimeout(this.timer);
+    const to = Date.now();
+    const from = to - RANGE_MS;
+    try {
+      const [line, recent] = await Promise.all([
+        timeline(this.camera, from, to),
+        recentEvents(this.camera, from, RECENT),
+      ]);
+      this.note.textContent = '';
+      this.drawStrip(line.buckets, from, line.bucketSeconds * 1000);
+      this.drawList(recent);
+    } catch (err) {
+      this.note.textContent =
+        err instanceof ApiError && err.status === 503 ? `History: ${err.message}` : 'History unavailable';
+    }
+    this.timer = window.setTimeout(() => void this.refresh(), REFRESH_MS);
+  }
+
+  private drawStrip(buckets: { start: number; counts: Record<string, number> }[], from: number, width: number): void {
+    const slots = Math.round(RANGE_MS / width);
+    const max = Math.max(1, ...buckets.map((b) => Object.values(b.counts).reduce((a, n) => a + n, 0)));
+    this.strip.replaceChildren();
+    const totals: Record<string, number> = {};
+    for (const b of buckets) {
+      const bar = document.createElement('div');
+      bar.className = 'bucket';
+      bar.style.left = `${((b.start - from) / width / slots) * 100}%`;
+      bar.style.width = `${100 / slots}%`;
+      const parts = Object.entries(b.counts).sort();
+      bar.dataset.counts = parts.map(([l, n]) => `${l}:${n}`).join(',');
+      bar.title = `${new Date(b.start).toLocaleTimeString()}: ${parts.map(([l, n]) => `${n} ${l}`).join(', ')}`;
+      for (const [label, n] of parts) {
+        totals[label] = (totals[label] ?? 0) + n;
+        const seg = document.createElement('span');
+        seg.style.height = `${(n / max) * 100}%`;
+        seg.style.background = this.colour(label);
+        bar.append(seg);
+      }
+      this.strip.append(bar);
+    }
+    const summary = Object.entries(totals).sort().map(([l, n]) => `${n} ${l}`).join(', ');
+    this.strip.setAttribute('aria-label', `Last hour: ${summary || 'no detections'}`);
+    this.strip.dataset.totals = Object.entries(totals).sort().map(([l, n]) => `${l}:${n}`).join(',');
+  }
+
+  private drawList(events: StoredEvent[]): void {
+    this.list.replaceChildren();
+    for (const ev of events) {
+      const item = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.dataset.id = ev.id;
+      const labels = [...new Set(ev.objects.map((o) => o.label))].join(', ') || '(nothing)';
+      button.textContent = `${new Date(ev.ts).toLocaleTimeString()} ${labels}`;
+      button.addEventListener('click', () => this.show(ev));
+      item.append(button);
+      this.list.append(item);
+    }
+  }
+
+  show(ev: StoredEvent): void {
+    this.detail.hidden = false;
+    const time = this.detail.querySelector('time')!;
+    time.dateTime = new Date(ev.ts).toISOString();
+    time.textContent = `${new Date(ev.ts).toISOString()} · ${ev.source}`;
+    const svg = this.detail.querySelector('svg')!;
+    svg.replaceChildren();
+    const ns = 'http://www.w3.org/2000/svg';
+    for (const o of ev.objects) {
+      const [x, y, w, h] = o.box;
+      const rect = document.createElementNS(ns, 'rect');
+      rect.setAttribute('x', String(x * 160));
+      rect.setAttribute('y', String(y * 90));
+      rect.setAttribute('width', String(w * 160));
+      rect.setAttribute('height', String(h * 90));
+      rect.setAttribute('fill', 'none');
+      rect.setAttribute('stroke', this.colour(o.label));
+      rect.dataset.label = o.label;
+      const title = document.createElementNS(ns, 'title');
+      title.textContent = `${o.label} ${Math.round(o.score * 100)}%`;
+      rect.append(title);
+      svg.append(rect);
+    }
+  }
+}
