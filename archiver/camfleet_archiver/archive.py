@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date
 from typing import Any, Final
 
@@ -34,6 +34,9 @@ _PREFIX: Final = STREAM_PREFIX.encode()
 _NUL: Final = b"\\u0000"  # valid JSON, but PostgreSQL's text and jsonb cannot hold it
 
 Entry = tuple[bytes, bytes, dict[bytes, bytes] | None]  # (stream key, entry id, fields)
+# Told when a camera's archive starts falling behind its stream's retention: (camera, backlog,
+# stream length). The service turns it into a Kubernetes Event on the Camera.
+BehindHook = Callable[[str, int, int], Awaitable[None]]
 
 
 def camera_of(key: bytes) -> str:
@@ -55,6 +58,7 @@ class Archiver:
         self.last_progress = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._claimer = self.writer()
+        self.on_behind: BehindHook | None = None
 
     def writer(self) -> Writer:
         s = self.settings
@@ -263,12 +267,17 @@ class Archiver:
             groups, info = replies[2 * i], replies[2 * i + 1]
             if isinstance(groups, Exception) or isinstance(info, Exception):
                 continue
-            self._backlog(camera_of(key), groups, info)
+            newly = self._backlog(camera_of(key), groups, info)
+            if newly is not None and self.on_behind is not None:
+                await self.on_behind(camera_of(key), *newly)
 
-    def _backlog(self, camera: str, groups: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    def _backlog(
+        self, camera: str, groups: list[dict[str, Any]], info: dict[str, Any]
+    ) -> tuple[int, int] | None:
+        """Update the gauges; (backlog, length) when the camera has just fallen behind."""
         ours = next((g for g in groups if _text(g.get("name")) == self.settings.group), None)
         if ours is None:
-            return
+            return None
         length = int(info.get("length") or 0)
         lag = ours.get("lag")
         backlog = int(ours.get("pending") or 0) + (int(lag) if lag is not None else length)
@@ -282,9 +291,11 @@ class Archiver:
                 extra={"camera": camera, "backlog": backlog, "length": length},
             )
             self.behind.add(camera)
-        elif not behind and camera in self.behind:
+            return backlog, length
+        if not behind and camera in self.behind:
             log.info("archive caught up", extra={"camera": camera, "backlog": backlog})
             self.behind.discard(camera)
+        return None
 
 
 class _Reader:

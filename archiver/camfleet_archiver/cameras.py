@@ -1,16 +1,17 @@
-"""Where retention comes from: each Camera's `spec.history.retention` (Kubernetes API)."""
+"""The archiver's Kubernetes side: each Camera's `spec.history.retention`, and a Warning Event
+on a Camera whose archive falls behind its stream's retention."""
 
 from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
 
-from camfleet.camera import GROUP, PLURAL, VERSION, parse_retention
+from camfleet.camera import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_retention
 from camfleet_archiver.retention import Policy
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,38 @@ class CameraRetention:
         api = client.CustomObjectsApi(self._api)
         listed = await api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         return policy_from_cameras(listed.get("items", []), default)
+
+    async def warn_behind(self, camera: str, backlog: int, length: int, instance: str) -> None:
+        """A Warning Event `ArchiveBehind` on the Camera (best effort: failures are logged)."""
+        namespace, name = camera.split("/", 1)
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": name,
+                "namespace": namespace,
+            },
+            "type": "Warning",
+            "reason": "ArchiveBehind",
+            "message": (
+                f"{backlog} of the {length} events in this camera's Redis stream are not archived "
+                "yet; trimming is about to drop events before they reach PostgreSQL"
+            ),
+            "source": {"component": "camfleet-archiver"},
+            "reportingComponent": "camfleet-archiver",
+            "reportingInstance": instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await client.CoreV1Api(self._api).create_namespaced_event(namespace, body)
+        except Exception as exc:  # an Event is a courtesy; the metric and the log remain
+            log.warning("could not create the ArchiveBehind event", extra={"error": str(exc)})
 
     async def close(self) -> None:
         await self._api.close()

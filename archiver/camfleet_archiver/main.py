@@ -49,7 +49,13 @@ class Service:
         if self.settings.migrate:
             await asyncio.to_thread(self._migrate_retrying)
         if self.settings.kube_enabled:
-            self.kube = await CameraRetention.connect(self.settings.kubeconfig)
+            self.kube = kube = await CameraRetention.connect(self.settings.kubeconfig)
+            consumer = self.settings.consumer
+
+            async def behind(camera: str, backlog: int, length: int) -> None:
+                await kube.warn_behind(camera, backlog, length, consumer)
+
+            self.archiver.on_behind = behind
         await self.archiver.start()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 

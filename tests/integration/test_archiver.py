@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from prometheus_client import generate_latest
 
 from camfleet.ai import Publisher
 from camfleet.events import Event, stream_key
@@ -35,6 +36,7 @@ from camfleet_archiver.retention import Policy, enforce, ensure_ahead
 from camfleet_archiver.schema import existing_partitions, migrate
 from camfleet_archiver.settings import Settings
 from camfleet_archiver.writer import Writer, to_record
+from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.process import free_port, http_ok
 from camfleet_dev.testbed.redis import RedisServer
@@ -404,3 +406,49 @@ async def test_retention_drops_old_data_and_nothing_newer(dsn: str) -> None:
         days = await existing_partitions(conn)
     assert min(days) == (now - timedelta(days=20)).date()
     assert max(days) == (now + timedelta(days=2)).date()
+
+
+async def test_falling_behind_is_a_metric_a_log_and_a_camera_event(
+    redis_url: str,
+    kube: KubeCluster,
+    camera_crd: object,
+    namespace: str,
+    service_factory: Callable[[Settings], Any],
+) -> None:
+    """PostgreSQL unreachable: nothing is archived, the backlog reaches the stream's length,
+    and the Camera gets a Warning Event `ArchiveBehind`."""
+    await asyncio.to_thread(
+        kube.apply,
+        "apiVersion: camfleet.io/v1alpha1\nkind: Camera\nmetadata: {name: dock}\n"
+        'spec: {source: {url: "rtsp://127.0.0.1:8554/dock"}}\n',
+        namespace=namespace,
+    )
+    camera = f"{namespace}/dock"
+    with Publisher(redis_url) as pub:
+        pub.publish_many([event(camera, n) for n in range(200)])
+    down = f"postgresql://camfleet:camfleet@127.0.0.1:{free_port()}/camfleet"
+    service = await service_factory(
+        archiver_settings(
+            redis_url,
+            down,
+            migrate=False,
+            kube_enabled=True,
+            kubeconfig=kube.kubeconfig,
+            backlog_every_seconds=0.3,
+        )
+    )
+    await until(lambda: service.archiver.behind == {camera}, 30, "behind retention")
+    text = generate_latest(service.metrics.registry).decode()
+    assert f'camfleet_archiver_behind_retention{{camera="{camera}"}} 1.0' in text
+    assert f'camfleet_archiver_backlog_entries{{camera="{camera}"}} 200.0' in text
+
+    def event_reasons() -> list[str]:
+        listed = kube.kubectl(
+            "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}", check=False
+        )
+        return str(listed.stdout).split()
+
+    deadline = time.monotonic() + 20
+    while "ArchiveBehind" not in event_reasons():
+        assert time.monotonic() < deadline, event_reasons()
+        await asyncio.sleep(0.3)

@@ -256,10 +256,11 @@ def test_archiver_is_off_by_default_and_complete_when_enabled(
     )
     pdb = one(all_docs, "PodDisruptionBudget", "cfall-archiver")
     assert pdb["spec"]["maxUnavailable"] == 1
-    # Read-only in the cluster: Cameras for their retention.
+    # Cameras for their retention; Events for "archive behind": nothing else.
     assert _rules(one(all_docs, "ClusterRole", "cfall-archiver")) == {
         ("camfleet.io", "cameras", "get"),
         ("camfleet.io", "cameras", "list"),
+        ("", "events", "create"),
     }
     policy = one(all_docs, "NetworkPolicy", "cfall-archiver")
     assert ("TCP", 5432) in _egress_ports(policy)
