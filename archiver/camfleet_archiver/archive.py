@@ -45,7 +45,11 @@ def camera_of(key: bytes) -> str:
 
 class Archiver:
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, metrics: Metrics, dsn: str
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        metrics: Metrics,
+        dsn: str | Callable[[], str],
     ) -> None:
         self.settings = settings
         self.redis = redis

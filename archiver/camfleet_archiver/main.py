@@ -41,7 +41,7 @@ class Service:
             socket_timeout=settings.block_ms / 1000 + 10,
             socket_connect_timeout=2,
         )
-        self.archiver = Archiver(settings, self.redis, self.metrics, settings.dsn())
+        self.archiver = Archiver(settings, self.redis, self.metrics, settings.dsn)
         self.kube: CameraRetention | None = None
         self._maintenance: asyncio.Task[None] | None = None
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
@@ -93,7 +93,7 @@ class Writer:
 
     def __init__(
         self,
-        dsn: str,
+        dsn: str | Callable[[], str],
         metrics: Metrics,
         partitions: set[date],
         *,
@@ -110,7 +110,9 @@ class Writer:
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self.conn is None or self.conn.closed:
-            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            # A callable is asked at every (re)connect: a rotated Secret file needs no restart.
+            dsn = self.dsn() if callable(self.dsn) else self.dsn
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
             await conn.execute(_CREATE_STAGING)
             if not self.partitions:
                 self.partitions |= await existing_partitions(conn)
