@@ -89,12 +89,13 @@ class Archiver:
         tasks = [*self._tasks, *(s.task for s in self.shards)]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for shard in self.shards:
-            await shard.writer.close()
-        await self._claimer.close()
+        if tasks:
+            # Bounded: a task stuck in a driver's own cancellation must not hold the shutdown
+            # (its batch was not committed, so its entries stay pending for a claim).
+            await asyncio.wait(tasks, timeout=5)
+        for writer in [*(s.writer for s in self.shards), self._claimer]:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.close(), timeout=2)
         self.shards.clear()
         self._tasks.clear()
 

@@ -88,7 +88,7 @@ async def service_factory() -> AsyncIterator[Callable[[Settings], Any]]:
     yield start
     for service in started:
         # Bounded like the process's own shutdown: a hang here is a bug, not a slow teardown.
-        await asyncio.wait_for(service.close(), 10)
+        await asyncio.wait_for(service.close(), 30)
 
 
 def event(camera: str, n: int, labels: tuple[str, ...] = ("person",)) -> dict[str, Any]:
@@ -146,10 +146,10 @@ async def test_sdk_events_are_archived_exactly_once(
             pub.publish_many([event(c, n, ("person", "car")) for c in cameras])
     service = await service_factory(archiver_settings(redis_url, dsn))
     want = dict.fromkeys(cameras, 300)
-    await until(lambda: rows(dsn) == want, 30, "300 rows per camera")
+    await until(lambda: rows(dsn) == want, 90, "300 rows per camera")
     # A second replica of the same group, and a new group reading everything again, add nothing.
     await service_factory(archiver_settings(redis_url, dsn, group="second-group"))
-    await until(lambda: service.metrics.archived._value.get() == 900, 10, "metrics")
+    await until(lambda: service.metrics.archived._value.get() == 900, 30, "metrics")
     await asyncio.sleep(2)
     assert rows(dsn) == want
     for camera in cameras:
