@@ -38,11 +38,11 @@ import redis
 
 from camfleet.ai import Publisher
 from camfleet_archiver.schema import create_partitions, migrate
+from camfleet_dev.gateway import run_gateway
 from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.process import free_port, http_ok
 from camfleet_dev.testbed.redis import RedisServer
 from overlay_gateway.settings import Settings as GatewaySettings
-from overlay_gateway.testing import run_gateway
 
 CAMERAS = [f"bench/cam-{i:02d}" for i in range(50)]
 TOKEN = "bench-token"

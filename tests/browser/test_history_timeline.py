@@ -19,11 +19,11 @@ from camfleet.events import Event
 from camfleet_archiver.metrics import Metrics
 from camfleet_archiver.schema import migrate
 from camfleet_archiver.writer import Writer, to_record
+from camfleet_dev.gateway import run_gateway
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.redis import RedisServer
 from overlay_gateway.settings import Settings
-from overlay_gateway.testing import run_gateway
 
 TOKEN = "viewer-history-" + secrets.token_hex(4)
 CAMERA = """

@@ -24,12 +24,12 @@ from camfleet_archiver.metrics import Metrics
 from camfleet_archiver.schema import migrate
 from camfleet_archiver.settings import Settings as ArchiverSettings
 from camfleet_archiver.writer import Writer, to_record
+from camfleet_dev.gateway import RunningGateway, run_gateway
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.process import free_port
 from camfleet_dev.testbed.redis import RedisServer
 from overlay_gateway.settings import Settings
-from overlay_gateway.testing import RunningGateway, run_gateway
 
 CAMERAS = """
 apiVersion: camfleet.io/v1alpha1
