@@ -89,13 +89,13 @@ class Archiver:
         tasks = [*self._tasks, *(s.task for s in self.shards)]
         for task in tasks:
             task.cancel()
-        if tasks:
-            # Bounded: a task stuck in a driver's own cancellation must not hold the shutdown
-            # (its batch was not committed, so its entries stay pending for a claim).
-            await asyncio.wait(tasks, timeout=5)
+        # Each task ends its own way (a cancelled COPY rolls back: its entries stay pending for
+        # a claim); the process bounds the whole shutdown (main.serve).
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for writer in [*(s.writer for s in self.shards), self._claimer]:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(writer.close(), timeout=2)
+            await writer.close()
         self.shards.clear()
         self._tasks.clear()
 
