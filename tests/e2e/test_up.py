@@ -41,7 +41,7 @@ class Up:
 
 def _ports() -> list[str]:
     args = []
-    for name in ("gateway", "kube", "livekit", "redis", "rtsp"):
+    for name in ("gateway", "kube", "livekit", "postgres", "redis", "rtsp"):
         args += [f"--{name}-port", str(free_port())]
     return args
 
