@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -129,6 +130,7 @@ def http_app(service: Service) -> web.Application:
 
 
 async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT; a shutdown that does not finish in time exits the process."""
     service = Service(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,7 +148,10 @@ async def serve(settings: Settings) -> None:
         # waiting on a stuck server must not outlast the pod's grace period.
         await asyncio.wait_for(service.close(), timeout=10)
     except TimeoutError:
-        log.warning("archiver did not stop cleanly within 10 s")
+        log.warning("archiver did not stop cleanly within 10 s; exiting anyway")
+        logging.shutdown()
+        # Nothing uncommitted was acknowledged: what was in flight is claimed by a replica.
+        os._exit(1)
     await runner.cleanup()
 
 
