@@ -253,7 +253,7 @@ async def main() -> int:
     results: list[dict[str, Any]] = []
     with KubeCluster(workdir / "kube") as cluster, LiveKitServer(workdir / "livekit") as livekit:
         cluster.kubectl("apply", "--server-side", "-f", str(repo_root() / "crds" / "camera.yaml"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/cameras.camfleet.io")
+        cluster.wait_established("cameras.camfleet.io")
         for n in args.sizes:
             for run in range(args.repeats):
                 results.append(await one_run(n, run, cluster, livekit, workdir, args.timeout))

@@ -111,9 +111,7 @@ async def _measure(state: Path, seconds: float, settle: float, probe: bool) -> d
     ):
         crd = ROOT / "crds" / "camera.yaml"
         kube.kubectl("apply", "--server-side", "-f", str(crd))
-        kube.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/cameras.camfleet.io"
-        )
+        kube.wait_established("cameras.camfleet.io")
         stack = ViewerStack(kube, redis, livekit, rtsp, state / "stack")
         await stack.start()
         try:

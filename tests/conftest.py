@@ -46,7 +46,7 @@ def camera_crd(kube: KubeCluster) -> Path:
     """The Camera CRD applied to the test cluster and established."""
     crd = repo_root() / "crds" / "camera.yaml"
     kube.kubectl("apply", "--server-side", "-f", str(crd))
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/cameras.camfleet.io")
+    kube.wait_established("cameras.camfleet.io")
     return crd
 
 

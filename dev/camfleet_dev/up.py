@@ -231,9 +231,7 @@ class Stack:
             )
             self.kube = kube
             kube.kubectl("apply", "--server-side", "-f", str(repo_root() / "crds" / "camera.yaml"))
-            kube.kubectl(
-                "wait", "--for=condition=Established", "--timeout=60s", "crd/cameras.camfleet.io"
-            )
+            kube.wait_established("cameras.camfleet.io")
         with self.progress.step("redis-server", f"redis://127.0.0.1:{ports['redis']}"):
             redis = self.stack.enter_context(
                 RedisServer(self.state_dir / "redis", port=ports["redis"])

@@ -220,7 +220,7 @@ def installed(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> In
         "servicemonitors.monitoring.coreos.com",
         "podmonitors.monitoring.coreos.com",
     ):
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+        kube.wait_established(crd)
     manifests = {
         "default": tmp / "default.yaml",
         "all-options": tmp / "all-options.yaml",

@@ -50,7 +50,7 @@ spec:
 
 def test_kube_apiserver_serves_a_crd(kube: KubeCluster, namespace: str) -> None:
     kube.apply(SMOKE_CRD)
-    kube.kubectl("wait", "--for=condition=Established", "crd/widgets.smoke.camfleet.io")
+    kube.wait_established("widgets.smoke.camfleet.io")
     kube.apply(
         "apiVersion: smoke.camfleet.io/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}\n",
         namespace=namespace,

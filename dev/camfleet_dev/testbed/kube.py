@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -224,6 +225,22 @@ class KubeCluster:
     def _default_sa_exists(self) -> bool:
         result = self._probe("get", "sa", "default", "-n", "default")
         return result is not None and result.returncode == 0
+
+    def wait_established(self, crd: str, within: float = 60) -> None:
+        """Wait until the CRD named `crd` (e.g. `cameras.camfleet.io`) serves its resource.
+
+        `kubectl wait --for=condition=Established` fails at once, instead of waiting, when it
+        reads the CRD before the API server wrote its first status (`.status.conditions
+        accessor error`); a busy machine makes that likely, so the condition is polled here."""
+        query = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + within
+        while True:
+            result = self._probe("get", f"crd/{crd}", "-o", f"jsonpath={query}")
+            if result is not None and result.returncode == 0 and result.stdout.strip() == "True":
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {crd} not Established within {within:.0f}s")
+            time.sleep(0.2)
 
     def kubectl(
         self,
