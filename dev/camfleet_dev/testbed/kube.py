@@ -6,6 +6,7 @@ No kubelet and no scheduler run: Pods are created by the ReplicaSet controller b
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import subprocess
 import time
@@ -35,8 +36,9 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def _make_pki(pki: Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1/localhost and a service-account key pair."""
+def _make_pki(pki: Path, sans: tuple[str, ...] = ("IP:127.0.0.1", "IP:10.0.0.1")) -> None:
+    """A CA, a serving certificate for ``sans`` (+ the kubernetes names), a service-account
+    key pair and a client certificate in ``system:masters`` (the API server's to its kubelets)."""
     if (pki / "apiserver.crt").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
@@ -45,11 +47,8 @@ def _make_pki(pki: Path) -> None:
         *("-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=camfleet-testbed-ca"),
         cwd=pki,
     )
-    (pki / "san.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default.svc,IP:10.0.0.1\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
+    names = ("DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default.svc", *sans)
+    (pki / "san.ext").write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n")
     _openssl(
         *("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key"),
         *("-out", "apiserver.csr", "-subj", "/CN=kube-apiserver"),
@@ -63,6 +62,32 @@ def _make_pki(pki: Path) -> None:
     )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def _make_kubelet_client_cert(pki: Path) -> None:
+    """The API server's client certificate to kubelets (``kubectl logs/exec``), in system:masters.
+
+    Separate from ``_make_pki`` so that a state directory made before it existed gets one too.
+    """
+    if (pki / "kubelet-client.crt").exists():
+        return
+    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl(
+        *("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "kubelet-client.key"),
+        *("-out", "kubelet-client.csr", "-subj", "/O=system:masters/CN=kube-apiserver-kubelet"),
+        cwd=pki,
+    )
+    _openssl(
+        *("x509", "-req", "-in", "kubelet-client.csr", "-CA", "ca.crt", "-CAkey", "ca.key"),
+        *("-CAcreateserial", "-days", "3650", "-sha256", "-extfile", "client.ext"),
+        *("-out", "kubelet-client.crt"),
+        cwd=pki,
+    )
+
+
+def first_service_ip(cidr: str) -> str:
+    """The ClusterIP of ``kubernetes.default``: the first address of the service range."""
+    return str(ipaddress.ip_network(cidr)[1])
 
 
 def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: str) -> None:
@@ -96,8 +121,19 @@ class KubeCluster:
         *,
         api_port: int | None = None,
         controller_manager: bool = True,
+        address: str = "127.0.0.1",
+        service_cidr: str = "10.0.0.0/24",
+        controllers: str = _CONTROLLERS,
+        extra_sans: tuple[str, ...] = (),
+        extra_apiserver_args: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = state_dir
+        self.address = address
+        self.service_cidr = service_cidr
+        self.controllers = controllers
+        self.sans = ("IP:127.0.0.1", f"IP:{address}", f"IP:{first_service_ip(service_cidr)}")
+        self.sans += extra_sans
+        self.extra_apiserver_args = extra_apiserver_args
         self.log_dir = state_dir / "logs"
         self.pki = state_dir / "pki"
         self.api_port = api_port or free_port()
@@ -113,14 +149,15 @@ class KubeCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def ca_file(self) -> Path:
         return self.pki / "ca.crt"
 
     def start(self) -> None:
-        _make_pki(self.pki)
+        _make_pki(self.pki, self.sans)
+        _make_kubelet_client_cert(self.pki)
         tokens = self.state_dir / "tokens.csv"
         tokens.write_text(f'{self.token},admin,admin-uid,"system:masters"\n')
         tokens.chmod(0o600)
@@ -163,8 +200,8 @@ class KubeCluster:
             [
                 tool("kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={self.pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={self.pki / 'apiserver.key'}",
@@ -173,12 +210,15 @@ class KubeCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={self.pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={self.pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={self.service_cidr}",
+                f"--kubelet-client-certificate={self.pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={self.pki / 'kubelet-client.key'}",
+                "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=0",
+                *self.extra_apiserver_args,
             ],
             log_dir=self.log_dir,
         )
@@ -198,7 +238,8 @@ class KubeCluster:
                     "--bind-address=127.0.0.1",
                     f"--secure-port={free_port()}",
                     "--leader-elect=false",
-                    f"--controllers={_CONTROLLERS}",
+                    f"--controllers={self.controllers}",
+                    f"--service-cluster-ip-range={self.service_cidr}",
                     f"--service-account-private-key-file={self.pki / 'sa.key'}",
                     f"--root-ca-file={self.pki / 'ca.crt'}",
                     "--concurrent-gc-syncs=5",

@@ -31,20 +31,24 @@ class RtspCamera:
         port: int | None = None,
         secure_port: int | None = None,
         password: str = "c4mera-S3cret-pw",
+        host: str = "127.0.0.1",
     ) -> None:
+        """``host`` is the address it listens on and names in its URLs (the node's bridge
+        address when pods must reach it)."""
         self.state_dir = state_dir
+        self.host = host
         self.media_dir = media_dir
-        self.port = port or free_port()
-        self.secure_port = secure_port or free_port()
+        self.port = port or free_port(host)
+        self.secure_port = secure_port or free_port(host)
         self.status_port = free_port()
         self.password = password
         self.proc: ManagedProcess | None = None
 
     def url(self, name: str = "h264") -> str:
-        return f"rtsp://127.0.0.1:{self.port}/{name}"
+        return f"rtsp://{self.host}:{self.port}/{name}"
 
     def secure_url(self, name: str = "h264") -> str:
-        return f"rtsp://127.0.0.1:{self.secure_port}/{name}"
+        return f"rtsp://{self.host}:{self.secure_port}/{name}"
 
     def start(self) -> None:
         clips = ensure_clips(self.media_dir)
@@ -52,7 +56,7 @@ class RtspCamera:
             system_python(),
             str(SCRIPT),
             *("--port", str(self.port), "--secure-port", str(self.secure_port)),
-            *("--status-port", str(self.status_port)),
+            *("--status-port", str(self.status_port), "--host", self.host),
         ]
         for spec in CLIPS:
             args += ["--clip", f"{spec.name}={clips[spec.name]}"]
@@ -64,7 +68,7 @@ class RtspCamera:
         self.proc.start()
         self.proc.wait_until(
             lambda: (
-                tcp_open("127.0.0.1", self.port)
+                tcp_open(self.host, self.port)
                 and http_ok(f"http://127.0.0.1:{self.status_port}/sessions")
             ),
             30,

@@ -150,11 +150,11 @@ class StatusHandler(BaseHTTPRequestHandler):
 
 
 def _server(
-    port: int, clips: list[Clip], credentials: tuple[str, str] | None
+    host: str, port: int, clips: list[Clip], credentials: tuple[str, str] | None
 ) -> GstRtspServer.RTSPServer:
     """One RTSP server; with credentials it has no anonymous token, so clients get a 401."""
     server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
+    server.set_address(host)
     server.set_service(str(port))
     auth = GstRtspServer.RTSPAuth()
     token = GstRtspServer.RTSPToken()
@@ -182,6 +182,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secure-port", type=int, default=0)
     parser.add_argument("--status-port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--clip", action="append", default=[], help="name=path")
     args = parser.parse_args()
     Gst.init(None)
@@ -191,10 +192,10 @@ def main() -> int:
         name, path = item.split("=", 1)
         clips.append(Clip(name, path))
 
-    servers = [_server(args.port, clips, credentials=None)]
+    servers = [_server(args.host, args.port, clips, credentials=None)]
     user, password = os.environ.get("CAMERA_USERNAME"), os.environ.get("CAMERA_PASSWORD")
     if args.secure_port and user and password:
-        servers.append(_server(args.secure_port, clips, credentials=(user, password)))
+        servers.append(_server(args.host, args.secure_port, clips, credentials=(user, password)))
     for server in servers:
         server.connect("client-connected", _client_connected)
         if server.attach(None) == 0:
@@ -207,7 +208,7 @@ def main() -> int:
     loop = GLib.MainLoop()
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, loop.quit)
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, loop.quit)
-    print(f"rtsp-camera: serving on 127.0.0.1:{args.port} (secure: {args.secure_port})", flush=True)
+    print(f"rtsp-camera: serving on {args.host}:{args.port} ({args.secure_port})", flush=True)
     loop.run()
     status.shutdown()
     return 0
