@@ -18,6 +18,7 @@ from playwright.async_api import Browser, async_playwright
 from camfleet_dev.testbed.browser import launch_chromium
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.node import NodeCluster
 from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
@@ -39,6 +40,14 @@ def kube(testbed_dir: Path) -> Iterator[KubeCluster]:
     """etcd + kube-apiserver + kube-controller-manager (no kubelet, no scheduler)."""
     with KubeCluster(testbed_dir / "kube") as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(testbed_dir: Path) -> Iterator[NodeCluster]:
+    """A real one-node cluster (kubelet, containerd, CNI, kube-proxy, CoreDNS) running the images
+    scripts/setup built; started once per session, only when a test asks for it (needs root)."""
+    with NodeCluster(testbed_dir / "node") as node:
+        yield node
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -16,7 +17,9 @@ import (
 )
 
 // The order plugins run in (CoreDNS's plugin.cfg order, restricted to those linked above).
-var directives = []string{"errors", "log", "health", "ready", "kubernetes", "cache", "loadbalance"}
+var directives = []string{
+	"bind", "ready", "health", "errors", "log", "loadbalance", "cache", "kubernetes",
+}
 
 func init() {
 	dnsserver.Directives = directives

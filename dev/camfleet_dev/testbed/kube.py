@@ -131,7 +131,11 @@ class KubeCluster:
         self.address = address
         self.service_cidr = service_cidr
         self.controllers = controllers
-        self.sans = ("IP:127.0.0.1", f"IP:{address}", f"IP:{first_service_ip(service_cidr)}")
+        self.sans: tuple[str, ...] = (
+            "IP:127.0.0.1",
+            f"IP:{address}",
+            f"IP:{first_service_ip(service_cidr)}",
+        )
         self.sans += extra_sans
         self.extra_apiserver_args = extra_apiserver_args
         self.log_dir = state_dir / "logs"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -44,6 +45,7 @@ CLUSTER_DOMAIN = "cluster.local"
 LOCK_PATH = Path("/run/camfleet-testbed-node.lock")
 CNI_BIN_DIR = "/usr/lib/cni"
 NETWORK_NAME = "camfleet-node"
+PROJECT_IMAGES = ("operator", "gateway", "ingest", "ai-worker")
 # Paths outside state_dir that the kubelet, containerd and the CNI plugins write to whatever
 # their configuration says; anything new below them is removed at cleanup.
 WATCHED_PATHS = (
@@ -108,6 +110,7 @@ class HostRecord:
     sysctls: dict[str, str] = field(default_factory=dict)
     watched: dict[str, list[str] | None] = field(default_factory=dict)
     iptables_chains: dict[str, list[str]] = field(default_factory=dict)
+    nft_before: list[str] = field(default_factory=list)
     pids: list[tuple[int, str]] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
@@ -149,6 +152,20 @@ def _iptables_chains(binary: str, table: str) -> list[str]:
         [binary, "-w", "5", "-t", table, "-S"], capture_output=True, text=True, check=False
     )
     return [line.split()[1] for line in result.stdout.splitlines() if line.startswith("-N ")]
+
+
+def _nft_tables() -> list[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return [line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()]
+
+
+def _nft_table_empty(table: str) -> bool:
+    """Only base chains, no rules (what iptables-nft leaves after its chains are deleted)."""
+    out = subprocess.run(
+        ["nft", "list", "table", *table.split()], capture_output=True, text=True
+    ).stdout
+    skip = ("table ", "chain ", "type ", "}")
+    return all(not line.strip() or line.strip().startswith(skip) for line in out.splitlines())
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -300,6 +317,11 @@ def cleanup_host(record: HostRecord) -> list[str]:
             if chain not in before_chains:
                 _delete_iptables_chain(binary, table, chain)
                 done.append(f"{binary} -t {table} {chain}")
+    # iptables-nft leaves the tables it created for those chains behind, empty.
+    for table in _nft_tables():
+        if table not in record.nft_before and _nft_table_empty(table):
+            subprocess.run(["nft", "delete", "table", *table.split()], check=False)
+            done.append(f"nft table {table}")
     # 6. The bridge and the sysctls.
     if Path("/sys/class/net", record.bridge).exists():
         subprocess.run(["ip", "link", "delete", record.bridge], check=False)
@@ -326,8 +348,7 @@ def leftovers(record: HostRecord) -> list[str]:
         now = _listing(path)
         if now is not None and (before is None or set(now) - set(before)):
             found.append(f"files in {path}")
-    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    found += [f"nft table {t}" for t in record.nft_tables if f"table {t}" in tables]
+    found += [f"nft table {t}" for t in _nft_tables() if t not in record.nft_before]
     for key, before_chains in record.iptables_chains.items():
         binary, table = key.split(":")
         extra = set(_iptables_chains(binary, table)) - set(before_chains)
@@ -545,6 +566,7 @@ class NodeCluster:
                 time.sleep(1)
 
     def _record_host(self) -> None:
+        nft_before = _nft_tables()  # before iptables -S, which creates tables of its own
         chains = {}
         for binary in ("iptables", "ip6tables"):
             for table in IPTABLES_TABLES:
@@ -558,6 +580,7 @@ class NodeCluster:
             sysctls={n: v for n in SYSCTLS if (v := _sysctl_read(n)) is not None},
             watched={p: _listing(p) for p in WATCHED_PATHS},
             iptables_chains=chains,
+            nft_before=nft_before,
         )
         self.record.save(self.record_path)
 
@@ -680,12 +703,16 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         path.write_text(config)
         self._run("containerd", [tool("containerd"), "--config", str(path)])
         proc = self.procs["containerd"]
-        proc.wait_until(
-            lambda: self.crictl("info", check=False, timeout=5).returncode == 0, 60, "CRI ready"
-        )
+        proc.wait_until(self._cri_ready, 60, "CRI ready")
         # Pods of a session that was killed are still in the persistent store: remove them
         # before the kubelet sees them.
         self.crictl("rmp", "--all", "--force", check=False, timeout=60)
+
+    def _cri_ready(self) -> bool:
+        try:
+            return self.crictl("info", check=False, timeout=5).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def _ctr(self, *args: str, input_fd: int | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -717,6 +744,23 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             save.wait()
             if result.returncode != 0 or save.returncode != 0:
                 raise StartError(f"importing {ref} into containerd failed: {result.stderr}")
+        # The chart names every camfleet image <registry>/camfleet-<component>:<one tag>; the
+        # images have a content hash each, so the node also knows them by one tag for the set.
+        present = set(self._ctr("images", "ls", "-q").stdout.split())
+        for name in PROJECT_IMAGES:
+            alias = f"{self.registry}/camfleet-{name}:{self.release_tag}"
+            if alias not in present:
+                self._ctr("images", "tag", "--force", self.images[name], alias)
+
+    @property
+    def registry(self) -> str:
+        return self.images["operator"].rsplit("/", 1)[0]
+
+    @property
+    def release_tag(self) -> str:
+        """One tag for the operator, gateway, ingest and AI worker images of this build."""
+        refs = " ".join(self.images[n] for n in PROJECT_IMAGES)
+        return "test-" + hashlib.sha256(refs.encode()).hexdigest()[:12]
 
     def _coredns(self) -> None:
         health, ready = free_port(), free_port()
@@ -829,15 +873,18 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         )
 
     def _node_ready(self) -> bool:
-        out = self.kubectl(
-            "get",
-            "node",
-            NODE_NAME,
-            "-o",
-            'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
-            check=False,
-            timeout=10,
-        )
+        try:
+            out = self.kubectl(
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+                check=False,
+                timeout=10,
+            )
+        except subprocess.TimeoutExpired:
+            return False
         return out.returncode == 0 and out.stdout.strip() == "True"
 
     def _wait_node_ready(self, timeout: float) -> None:
