@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nodekit import Infra, Release, deploy_infra, install, release_values
+from nodekit import VIEWER_TOKEN
 
 from camfleet_dev.testbed.node import NodeCluster
+from camfleet_dev.testbed.release import Infra, Release, deploy_infra, install, release_values
 from camfleet_dev.testbed.rtsp import RtspCamera
 
 
@@ -42,6 +43,6 @@ def node_release(
 ) -> Release:
     """`helm install` of charts/camfleet with the locally built images (pullPolicy Never)."""
     values_file = testbed_dir / "node-values.yaml"
-    values_file.write_text(yaml.safe_dump(release_values(cluster, node_infra)))
+    values_file.write_text(yaml.safe_dump(release_values(cluster, node_infra, VIEWER_TOKEN)))
     output = install(cluster, node_infra, values_file)
     return Release(cluster, node_infra, node_camera, values_file, output)

@@ -586,20 +586,21 @@ class NodeCluster:
 
     def _start_janitor(self) -> None:
         """A watcher in its own session: if this process dies without ``stop``, it cleans up."""
-        self._janitor = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "camfleet_dev.testbed.node",
-                "janitor",
-                str(self.record_path),
-                str(os.getpid()),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=(self.state_dir / "janitor.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.state_dir / "janitor.log").open("ab") as log:
+            self._janitor = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "camfleet_dev.testbed.node",
+                    "janitor",
+                    str(self.record_path),
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _network(self) -> None:
         """The node's bridge, and a forward filter: pods talk to each other and to the host,
@@ -735,7 +736,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             save = subprocess.Popen(
                 [tool("podman"), "save", "--format", "docker-archive", ref],
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
                 env=env,
             )
             assert save.stdout is not None
