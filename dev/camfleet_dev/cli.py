@@ -59,6 +59,10 @@ async def _until_signal(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from camfleet_dev.up_cluster import run_up_cluster
+
+        return run_up_cluster(Path(args.state_dir) / "cluster")
     from camfleet_dev.up import DEFAULT_PORTS, UpOptions, run_up
 
     ports = {name: getattr(args, f"{name}_port") or port for name, port in DEFAULT_PORTS.items()}
@@ -92,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", default=".camfleet", help="reused by the next start")
     up.add_argument("--no-demo", action="store_true", help="no demo cameras or AI worker")
     up.add_argument("--no-ai", action="store_true", help="demo cameras without the AI worker")
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="root only: the shipped form (helm install) on a real one-node cluster instead of "
+        "the local pod runner",
+    )
     up.add_argument(
         "--camera", action="append", default=[], metavar="RTSP_URL", help="add a real camera"
     )

@@ -757,6 +757,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     def registry(self) -> str:
         return self.images["operator"].rsplit("/", 1)[0]
 
+    def images_alias(self, name: str) -> str:
+        """``<registry>/camfleet-<name>:<release tag>``: how the chart names a project image."""
+        return f"{self.registry}/camfleet-{name}:{self.release_tag}"
+
     @property
     def release_tag(self) -> str:
         """One tag for the operator, gateway, ingest and AI worker images of this build."""
