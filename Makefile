@@ -1,5 +1,5 @@
 # Thin wrappers: every target is one documented command.
-.PHONY: setup test lint up down bench images chart kind-load
+.PHONY: setup test lint up down bench bench-node test-node images chart kind-load
 
 setup:           ## install everything into .venv/ and .tools/ (idempotent)
 	scripts/setup
@@ -24,6 +24,12 @@ bench: setup     ## every benchmark, by hand (~20 min); copy the printed tables 
 	.venv/bin/python benchmarks/viewer_drift.py --seconds 60
 	.venv/bin/python benchmarks/viewer_cpu.py --seconds 20
 	.venv/bin/python benchmarks/ingest_startup.py
+
+bench-node: setup  ## root: the real node (start, Camera → Live vs the local runner, 20 Cameras' CPU/RSS)
+	.venv/bin/python benchmarks/node_bench.py --repeats 5 --cameras 20 --seconds 20
+
+test-node: setup   ## root: the shipped form on the test bed's real node (tests/node)
+	scripts/test tests/node
 
 # --- Packaging (images, Helm chart, kustomize base) -------------------------------------------
 APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/camfleet/Chart.yaml)
