@@ -451,6 +451,8 @@ class NodeCluster:
             address=self.node_ip,
             service_cidr=self.service_cidr,
             controllers="*",
+            # The node's name is not in any DNS: logs/exec/attach go to its address.
+            extra_apiserver_args=("--kubelet-preferred-address-types=InternalIP",),
         )
         self.kube.start()
         for proc in self.kube.procs:
@@ -749,9 +751,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         # images have a content hash each, so the node also knows them by one tag for the set.
         present = set(self._ctr("images", "ls", "-q").stdout.split())
         for name in PROJECT_IMAGES:
-            alias = f"{self.registry}/camfleet-{name}:{self.release_tag}"
+            alias = self.images_alias(name)
             if alias not in present:
                 self._ctr("images", "tag", "--force", self.images[name], alias)
+        # Older builds go, so that the persistent image store does not grow with every change.
+        wanted = {*self.images.values(), *(self.images_alias(n) for n in PROJECT_IMAGES)}
+        stale = [r for r in present if r.startswith(self.registry + "/") and r not in wanted]
+        if stale:
+            self._ctr("images", "rm", *stale)
 
     @property
     def registry(self) -> str:
