@@ -79,6 +79,8 @@ def test_a_killed_session_is_cleaned_up_by_the_janitor(tmp_path: Path) -> None:
     assert leftovers(record)
     os.killpg(proc.pid, signal.SIGKILL)  # no atexit, no finally: only the janitor is left
     proc.wait(timeout=10)
+    assert proc.stdout is not None
+    proc.stdout.close()
     deadline = time.monotonic() + 90
     while leftovers(record) and time.monotonic() < deadline:
         time.sleep(1)
