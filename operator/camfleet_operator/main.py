@@ -28,11 +28,13 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     async def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
         await lifecycle.startup(ctx, settings, logger)
 
-    # A private registry does not get kopf's default login handlers; use the official client's
-    # (in-cluster service account, else the kubeconfig), as kopf would.
+    # A private registry does not get kopf's default login handlers. kopf's own piecewise
+    # logins (in-cluster service account, else the kubeconfig): `login_via_client` needs the
+    # official `kubernetes` library, which the operator image does not carry (it returned
+    # nothing there, and the operator crash-looped on its first real node).
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
