@@ -8,6 +8,7 @@ reconcile the same Camera (the helm release watches its own namespaces only).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -67,7 +68,8 @@ def overlay(dir: Path, release: Release) -> Path:
         "kind": "Kustomization",
         "namespace": NS,
         "namePrefix": "kz-",
-        "resources": [str(repo_root() / "deploy")],
+        # kustomize takes bases by relative path only.
+        "resources": [os.path.relpath(repo_root() / "deploy", dir)],
         "images": images,
         "patches": [{"path": "operator.yaml"}, {"path": "gateway.yaml"}],
     }
