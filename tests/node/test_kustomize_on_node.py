@@ -35,7 +35,7 @@ def overlay(dir: Path, release: Release) -> Path:
     patch = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "camfleet-operator"},
+        "metadata": {"name": "camfleet-operator", "namespace": "camfleet"},
         "spec": {
             "template": {
                 "spec": {
@@ -47,7 +47,7 @@ def overlay(dir: Path, release: Release) -> Path:
     gateway_patch = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "camfleet-gateway"},
+        "metadata": {"name": "camfleet-gateway", "namespace": "camfleet"},
         "spec": {
             "replicas": 1,
             "template": {"spec": {"containers": [{"name": "gateway", "imagePullPolicy": "Never"}]}},
