@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -111,6 +112,7 @@ class HostRecord:
     watched: dict[str, list[str] | None] = field(default_factory=dict)
     iptables_chains: dict[str, list[str]] = field(default_factory=dict)
     nft_before: list[str] = field(default_factory=list)
+    ipsets_before: list[str] = field(default_factory=list)
     pids: list[tuple[int, str]] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
@@ -157,6 +159,15 @@ def _iptables_chains(binary: str, table: str) -> list[str]:
 def _nft_tables() -> list[str]:
     out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     return [line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()]
+
+
+def _ipsets() -> list[str]:
+    """ipsets (the NetworkPolicy enforcer keeps pod addresses in them); none without ipset."""
+    try:
+        out = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return []
+    return out.split()
 
 
 def _nft_table_empty(table: str) -> bool:
@@ -252,16 +263,25 @@ def _remove(path: str) -> None:
         subprocess.run(["rm", "-rf", "--one-file-system", str(p)], check=False)
 
 
-def _delete_iptables_chain(binary: str, table: str, chain: str) -> None:
+def _delete_iptables_chains(binary: str, table: str, chains: set[str]) -> None:
+    """Unhook ``chains`` from every chain that jumps to them, flush them all, then delete them
+    (chains that jump to each other cannot go one at a time)."""
+    if not chains:
+        return
     rules = subprocess.run(
         [binary, "-w", "5", "-t", table, "-S"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
     for rule in rules:
-        parts = rule.split()
-        if parts[:1] == ["-A"] and "-j" in parts and parts[parts.index("-j") + 1] == chain:
+        parts = shlex.split(rule)  # comments hold spaces
+        if parts[:1] != ["-A"] or parts[1] in chains or "-j" not in parts:
+            continue
+        if parts[parts.index("-j") + 1] in chains:
             subprocess.run([binary, "-w", "5", "-t", table, "-D", *parts[1:]], check=False)
-    subprocess.run([binary, "-w", "5", "-t", table, "-F", chain], check=False)
-    subprocess.run([binary, "-w", "5", "-t", table, "-X", chain], check=False)
+    for flag in ("-F", "-X"):
+        for chain in sorted(chains):
+            subprocess.run(
+                [binary, "-w", "5", "-t", table, flag, chain], capture_output=True, check=False
+            )
 
 
 def cleanup_host(record: HostRecord) -> list[str]:
@@ -313,10 +333,12 @@ def cleanup_host(record: HostRecord) -> list[str]:
             done.append(f"nft table {table}")
     for key, before_chains in record.iptables_chains.items():
         binary, table = key.split(":")
-        for chain in _iptables_chains(binary, table):
-            if chain not in before_chains:
-                _delete_iptables_chain(binary, table, chain)
-                done.append(f"{binary} -t {table} {chain}")
+        new = set(_iptables_chains(binary, table)) - set(before_chains)
+        _delete_iptables_chains(binary, table, new)
+        done += [f"{binary} -t {table} {chain}" for chain in sorted(new)]
+    for name in set(_ipsets()) - set(record.ipsets_before):
+        subprocess.run(["ipset", "destroy", name], capture_output=True, check=False)
+        done.append(f"ipset {name}")
     # iptables-nft leaves the tables it created for those chains behind, empty.
     for table in _nft_tables():
         if table not in record.nft_before and _nft_table_empty(table):
@@ -349,6 +371,7 @@ def leftovers(record: HostRecord) -> list[str]:
         if now is not None and (before is None or set(now) - set(before)):
             found.append(f"files in {path}")
     found += [f"nft table {t}" for t in _nft_tables() if t not in record.nft_before]
+    found += [f"ipset {n}" for n in sorted(set(_ipsets()) - set(record.ipsets_before))]
     for key, before_chains in record.iptables_chains.items():
         binary, table = key.split(":")
         extra = set(_iptables_chains(binary, table)) - set(before_chains)
@@ -583,6 +606,7 @@ class NodeCluster:
             watched={p: _listing(p) for p in WATCHED_PATHS},
             iptables_chains=chains,
             nft_before=nft_before,
+            ipsets_before=_ipsets(),
         )
         self.record.save(self.record_path)
 
