@@ -20,7 +20,13 @@ import yaml
 
 from camfleet_dev.testbed.node import NodeCluster
 from camfleet_dev.testbed.process import free_port
-from camfleet_dev.testbed.release import CAMERAS_NS, deploy_infra, install, release_values
+from camfleet_dev.testbed.release import (
+    CAMERA_PORT,
+    CAMERAS_NS,
+    deploy_infra,
+    install,
+    release_values,
+)
 from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_dev.testbed.tools import tools_dir
 from camfleet_dev.up import DEFAULT_PORTS, Stack, UpOptions
@@ -122,7 +128,9 @@ def main() -> int:
         t0 = time.monotonic()
         install(node, infra, path)
         rows.append(("helm install → operator and gateway Ready", f"{time.monotonic() - t0:.1f} s"))
-        with RtspCamera(work / "node-rtsp", tools_dir() / "media", host=node.node_ip) as cam:
+        with RtspCamera(
+            work / "node-rtsp", tools_dir() / "media", host=node.node_ip, port=CAMERA_PORT
+        ) as cam:
             node_times = apply_to_live(
                 node.kubectl, node.apply, CAMERAS_NS, cam.url("h264"), args.repeats
             )

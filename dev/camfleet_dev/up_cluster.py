@@ -21,6 +21,7 @@ import yaml
 from camfleet_dev.testbed.node import NodeCluster, NodeError
 from camfleet_dev.testbed.process import StartError
 from camfleet_dev.testbed.release import (
+    CAMERA_PORT,
     CAMERAS_NS,
     LIVEKIT_KEY,
     Infra,
@@ -88,7 +89,9 @@ def run_up_cluster(state_dir: Path) -> int:
         print(f"  node Ready in {node.timings['ready']:.1f}s at {node.node_ip}", flush=True)
         infra = deploy_infra(node)
         print(f"  redis and livekit-server pods up (LiveKit at {infra.livekit_public_url})")
-        camera = RtspCamera(state_dir / "rtsp", tools_dir() / "media", host=node.node_ip)
+        camera = RtspCamera(
+            state_dir / "rtsp", tools_dir() / "media", host=node.node_ip, port=CAMERA_PORT
+        )
         camera.start()
         values = state_dir / "values.yaml"
         values.write_text(yaml.safe_dump(release_values(node, infra, token)))

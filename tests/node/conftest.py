@@ -15,7 +15,14 @@ import yaml
 from nodekit import VIEWER_TOKEN
 
 from camfleet_dev.testbed.node import NodeCluster
-from camfleet_dev.testbed.release import Infra, Release, deploy_infra, install, release_values
+from camfleet_dev.testbed.release import (
+    CAMERA_PORT,
+    Infra,
+    Release,
+    deploy_infra,
+    install,
+    release_values,
+)
 from camfleet_dev.testbed.rtsp import RtspCamera
 
 
@@ -28,7 +35,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def node_camera(cluster: NodeCluster, testbed_dir: Path, media_dir: Path) -> Iterator[RtspCamera]:
     """The RTSP test camera on the host, listening on the node's bridge address."""
-    with RtspCamera(testbed_dir / "node-rtsp", media_dir, host=cluster.node_ip) as camera:
+    with RtspCamera(
+        testbed_dir / "node-rtsp", media_dir, host=cluster.node_ip, port=CAMERA_PORT
+    ) as camera:
         yield camera
 
 

@@ -406,13 +406,20 @@ class NodeCluster:
     the local references the node has.
     """
 
-    def __init__(self, state_dir: Path, *, subnet: int | None = None) -> None:
+    #: The API server's port on the node address: NetworkPolicies (the chart's allow 443/6443
+    #: to the API server) see the port after the Service's DNAT.
+    API_PORT = 6443
+
+    def __init__(
+        self, state_dir: Path, *, subnet: int | None = None, network_policy: bool = True
+    ) -> None:
         if os.geteuid() != 0:
             raise NodeError("the test bed's node needs root (kubelet, containerd, a bridge)")
         self.state_dir = state_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.state_dir / "logs"
         self.subnet_index = subnet
+        self.network_policy = network_policy
         self.procs: dict[str, ManagedProcess] = {}
         self.record: HostRecord | None = None
         self.record_path = self.state_dir / "host.json"
@@ -458,6 +465,9 @@ class NodeCluster:
         t0 = time.monotonic()
         for name in ("kubelet", "kube-proxy", "kube-scheduler", "coredns", "crictl"):
             tool(name)
+        if self.network_policy:
+            tool("kube-router")
+            tool("ipset")
         for name in ("containerd", "ctr", "runc", "nft", "iptables", "podman"):
             tool(name)
         manifest = image_manifest()
@@ -472,6 +482,7 @@ class NodeCluster:
         self.kube = KubeCluster(
             self.state_dir / "kube",
             address=self.node_ip,
+            api_port=self.API_PORT,
             service_cidr=self.service_cidr,
             controllers="*",
             # The node's name is not in any DNS: logs/exec/attach go to its address.
@@ -488,6 +499,8 @@ class NodeCluster:
         self.timings["images"] = time.monotonic() - t0
         self._coredns()
         self._kube_proxy()
+        if self.network_policy:
+            self._kube_router()
         self._kubelet()
         self._wait_node_ready(120)
         self.timings["ready"] = time.monotonic() - t0
@@ -502,7 +515,7 @@ class NodeCluster:
             # Stop and remove every pod while containerd can still do it cleanly (CNI DEL frees
             # the addresses, the network namespaces and mounts go with their sandboxes).
             self.crictl("rmp", "--all", "--force", check=False, timeout=60)
-        for name in ("kube-proxy", "coredns", "containerd", "kube-scheduler"):
+        for name in ("kube-router", "kube-proxy", "coredns", "containerd", "kube-scheduler"):
             proc = self.procs.pop(name, None)
             if proc is not None:
                 proc.stop(timeout=10)
@@ -845,6 +858,24 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         path = self.state_dir / "kube-proxy.yaml"
         path.write_text(yaml.safe_dump(config))
         self._run("kube-proxy", [tool("kube-proxy"), f"--config={path}", "--v=0"])
+
+    def _kube_router(self) -> None:
+        """kube-router's NetworkPolicy controller only (iptables + ipsets): the bridge CNI
+        plugin enforces no policy, and the chart ships them."""
+        self._run(
+            "kube-router",
+            [
+                tool("kube-router"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--enable-cni=false",
+                f"--hostname-override={NODE_NAME}",
+                f"--health-port={free_port()}",
+                f"--service-cluster-ip-range={self.service_cidr}",
+            ],
+        )
 
     def _kubelet(self) -> None:
         assert self.kube is not None

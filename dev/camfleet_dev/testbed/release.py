@@ -16,11 +16,12 @@ from typing import Any
 import yaml
 
 from camfleet_dev.testbed.node import NodeCluster
-from camfleet_dev.testbed.process import free_port, free_udp_port
 from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_dev.testbed.tools import repo_root, tool
 
 RELEASE_NS = "camfleet"
+#: The RTSP test camera's port on the node address: one the chart's ingest policy allows.
+CAMERA_PORT = 8554
 INFRA_NS = "infra"
 CAMERAS_NS = "cameras"  # watched by the release with RELEASE_NS (namespaced mode)
 LIVEKIT_KEY = "camfleet-node"
@@ -129,7 +130,8 @@ spec:
 def deploy_infra(node: NodeCluster) -> Infra:
     node.kubectl("create", "namespace", INFRA_NS)
     node.apply(REDIS % {"ns": INFRA_NS, "image": node.images["redis"]})
-    port, tcp, udp = free_port(node.node_ip), free_port(node.node_ip), free_udp_port(node.node_ip)
+    # LiveKit's usual ports (the chart's NetworkPolicies allow those), on the node address only.
+    port, tcp, udp = 7880, 7881, 7882
     secret = secrets.token_hex(24)
     config = {
         "port": port,
@@ -181,6 +183,8 @@ def release_values(node: NodeCluster, infra: Infra, viewer_token: str) -> dict[s
             "secret": {"create": True, "apiKey": LIVEKIT_KEY, "apiSecret": infra.livekit_secret},
         },
         "redis": {"secret": {"create": True, "url": infra.redis_url}},
+        # Cluster DNS is CoreDNS on the node address (a host process, not kube-system pods).
+        "networkPolicy": {"dns": {"to": [{"ipBlock": {"cidr": f"{node.node_ip}/32"}}]}},
         "operator": {
             "ingest": {"imagePullPolicy": "Never"},
             # Namespaced mode: a Role per namespace, no Secret readable anywhere else.

@@ -1,0 +1,68 @@
+"""The chart's NetworkPolicies, enforced on the node by kube-router's policy controller.
+
+Everything else in tests/node runs with them enforced, which shows what they admit (DNS, the API
+server, LiveKit, Redis, the camera, the webhooks); this module shows what they refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from nodekit import CAMERAS_NS, INFRA_NS, RELEASE_NS, Release, get_json
+from test_chart_on_node import camera_manifest, running_ingest_pod, wait_live
+
+CONNECT = """
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+for attempt in range(6):  # the enforcer learns a new pod's address within a second or two
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        print("OPEN")
+        break
+    except OSError:
+        time.sleep(1)
+else:
+    print("BLOCKED")
+"""
+
+
+def connect_from_new_pod(release: Release, ns: str, host: str, port: int) -> str:
+    node = release.node
+    out = node.kubectl(
+        "run", f"probe-{secrets.token_hex(3)}", "-n", ns, "--rm", "-i", "--restart=Never",
+        f"--image={node.images_alias('operator')}", "--image-pull-policy=Never",
+        "--command", "--", "python", "-c", CONNECT, host, str(port),
+        timeout=120,
+    )  # fmt: skip
+    return next(line for line in out.stdout.splitlines() if line in ("OPEN", "BLOCKED"))
+
+
+def test_policies_refuse_what_the_chart_does_not_allow(node_release: Release) -> None:
+    node, camera = node_release.node, node_release.camera
+    node.apply(camera_manifest("lobby", camera.url("h264")))
+    wait_live(node, "lobby")  # camera, LiveKit, DNS and the API: admitted
+    ingest = running_ingest_pod(node, "lobby")
+    ingest_ip = ingest["status"]["podIP"]
+    gateway_ip = node.pods(RELEASE_NS, "app.kubernetes.io/component=gateway")[0]["status"]["podIP"]
+
+    # Ingress: anyone may reach the gateway; nobody the ingest pods' metrics (no scraper listed).
+    assert connect_from_new_pod(node_release, INFRA_NS, gateway_ip, 8080) == "OPEN"
+    assert connect_from_new_pod(node_release, INFRA_NS, ingest_ip, 8080) == "BLOCKED"
+
+    # Egress: an ingest pod talks to cameras and LiveKit only, not to Redis.
+    redis_ip = get_json(node, "service", "redis", "-n", INFRA_NS)["spec"]["clusterIP"]
+    out = node.kubectl(
+        "exec", "-n", CAMERAS_NS, ingest["metadata"]["name"], "--",
+        "python", "-c", CONNECT, redis_ip, "6379",
+        timeout=60,
+    )  # fmt: skip
+    assert out.stdout.strip() == "BLOCKED"
+    # The same from a pod without a policy: open (the refusal above is the policy's).
+    assert connect_from_new_pod(node_release, INFRA_NS, redis_ip, 6379) == "OPEN"
+    policies = json.loads(node.kubectl("get", "networkpolicy", "-A", "-o", "json").stdout)
+    assert {p["metadata"]["name"] for p in policies["items"]} >= {
+        "camfleet-operator",
+        "camfleet-gateway",
+        "camfleet-ingest",
+    }
