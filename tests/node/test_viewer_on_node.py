@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import aiohttp
-from livekit import rtc
 from nodekit import CAMERAS_NS, INFRA_NS, LIVEKIT_KEY, RELEASE_NS, VIEWER_TOKEN, Release, get_json
 from playwright.async_api import Browser, Page
 from test_chart_on_node import camera_manifest, ingest_pods, phase
@@ -26,6 +26,17 @@ from camfleet_dev.testbed.node import NodeCluster
 T = TypeVar("T")
 WIDTH, HEIGHT = 1920, 1080
 TOLERANCE_PX = 6
+
+VIEWER = """
+import asyncio, sys
+async def main():
+    room = rtc.Room()
+    await room.connect(sys.argv[1], sys.argv[2])
+    print("JOINED", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await room.disconnect()
+asyncio.run(main())
+"""
 
 AI_WORKER = """
 apiVersion: v1
@@ -327,14 +338,21 @@ async def test_on_demand_camera_starts_for_a_viewer_and_stops_after_the_grace(
         grants=tokens.subscriber_grants(f"{CAMERAS_NS}-porch"),
         ttl=timedelta(minutes=10),
     )
-    room = rtc.Room()
+    # The viewer joins from its own process: the LiveKit SDK's runtime can abort at
+    # interpreter exit, which must not take the test session with it.
     t0 = time.monotonic()
-    await room.connect(infra.livekit_public_url, token)
+    viewer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", VIEWER, infra.livekit_public_url, token,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert viewer.stdin is not None and viewer.stdout is not None
     try:
+        assert (await asyncio.wait_for(viewer.stdout.readline(), 30)).strip() == b"JOINED"
         await alive(node, "porch", 60)
         started = time.monotonic() - t0
     finally:
-        await room.disconnect()
+        viewer.stdin.close()
+        await asyncio.wait_for(viewer.wait(), 30)
     # The webhook reached the operator through its Service: seconds, not the 60 s timer.
     assert started < 30, f"on-demand start took {started:.1f}s"
 

@@ -499,10 +499,10 @@ class NodeCluster:
         self.timings["images"] = time.monotonic() - t0
         self._coredns()
         self._kube_proxy()
-        if self.network_policy:
-            self._kube_router()
         self._kubelet()
         self._wait_node_ready(120)
+        if self.network_policy:
+            self._kube_router()  # it needs the Node object
         self.timings["ready"] = time.monotonic() - t0
 
     def stop(self) -> None:
@@ -862,6 +862,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     def _kube_router(self) -> None:
         """kube-router's NetworkPolicy controller only (iptables + ipsets): the bridge CNI
         plugin enforces no policy, and the chart ships them."""
+        health = free_port()
         self._run(
             "kube-router",
             [
@@ -872,9 +873,12 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 "--run-service-proxy=false",
                 "--enable-cni=false",
                 f"--hostname-override={NODE_NAME}",
-                f"--health-port={free_port()}",
+                f"--health-port={health}",
                 f"--service-cluster-ip-range={self.service_cidr}",
             ],
+        )
+        self.procs["kube-router"].wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60, "healthz"
         )
 
     def _kubelet(self) -> None:
