@@ -345,7 +345,8 @@ async def test_on_demand_camera_starts_for_a_viewer_and_stops_after_the_grace(
         sys.executable, "-c", VIEWER, infra.livekit_public_url, token,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert viewer.stdin is not None and viewer.stdout is not None
+    assert viewer.stdin is not None
+    assert viewer.stdout is not None
     try:
         assert (await asyncio.wait_for(viewer.stdout.readline(), 30)).strip() == b"JOINED"
         await alive(node, "porch", 60)
