@@ -71,7 +71,26 @@ def overlay(dir: Path, release: Release) -> Path:
         # kustomize takes bases by relative path only.
         "resources": [os.path.relpath(repo_root() / "deploy", dir)],
         "images": images,
-        "patches": [{"path": "operator.yaml"}, {"path": "gateway.yaml"}],
+        "patches": [
+            {"path": "operator.yaml"},
+            {"path": "gateway.yaml"},
+            # The base's DNS egress names kube-dns pods; this node's DNS is on its address.
+            *(
+                {
+                    "target": {"kind": "NetworkPolicy", "name": f"camfleet-{c}"},
+                    "patch": json.dumps(
+                        [
+                            {
+                                "op": "replace",
+                                "path": "/spec/egress/0/to",
+                                "value": [{"ipBlock": {"cidr": f"{node.node_ip}/32"}}],
+                            }
+                        ]
+                    ),
+                }
+                for c in ("operator", "gateway", "ingest")
+            ),
+        ],
     }
     (dir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     return dir
@@ -100,7 +119,9 @@ def test_kubectl_apply_k_runs_the_base_in_its_own_namespace(
     node.kubectl(*secret, "camfleet-redis", f"--from-literal=url={infra.redis_url}")
     node.kubectl("apply", "--server-side", "-k", str(tmp_path / "overlay"))
     for name in ("kz-camfleet-operator", "kz-camfleet-gateway"):
-        node.kubectl("rollout", "status", f"deployment/{name}", "-n", NS, "--timeout=180s")
+        node.kubectl(
+            "rollout", "status", f"deployment/{name}", "-n", NS, "--timeout=180s", timeout=190
+        )
     cam = {
         "apiVersion": "camfleet.io/v1alpha1",
         "kind": "Camera",

@@ -28,14 +28,22 @@ else:
 
 
 def connect_from_new_pod(release: Release, ns: str, host: str, port: int) -> str:
+    """Run the probe in a fresh pod and read its log (attaching to a pod this short-lived
+    sometimes misses its output)."""
     node = release.node
-    out = node.kubectl(
-        "run", f"probe-{secrets.token_hex(3)}", "-n", ns, "--rm", "-i", "--restart=Never",
+    name = f"probe-{secrets.token_hex(3)}"
+    node.kubectl(
+        "run", name, "-n", ns, "--restart=Never",
         f"--image={node.images_alias('operator')}", "--image-pull-policy=Never",
         "--command", "--", "python", "-c", CONNECT, host, str(port),
-        timeout=120,
     )  # fmt: skip
-    return next(line for line in out.stdout.splitlines() if line in ("OPEN", "BLOCKED"))
+    node.kubectl(
+        "wait", f"pod/{name}", "-n", ns, "--for=jsonpath={.status.phase}=Succeeded",
+        "--timeout=90s", timeout=100,
+    )  # fmt: skip
+    out = node.kubectl("logs", name, "-n", ns).stdout.split()
+    node.kubectl("delete", "pod", name, "-n", ns, "--wait=false")
+    return out[-1]
 
 
 def test_policies_refuse_what_the_chart_does_not_allow(node_release: Release) -> None:

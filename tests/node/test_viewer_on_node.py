@@ -344,11 +344,15 @@ async def test_on_demand_camera_starts_for_a_viewer_and_stops_after_the_grace(
     viewer = await asyncio.create_subprocess_exec(
         sys.executable, "-c", VIEWER, infra.livekit_public_url, token,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert viewer.stdin is not None
     assert viewer.stdout is not None
     try:
-        assert (await asyncio.wait_for(viewer.stdout.readline(), 30)).strip() == b"JOINED"
+        joined = (await asyncio.wait_for(viewer.stdout.readline(), 60)).strip()
+        if joined != b"JOINED":
+            assert viewer.stderr is not None
+            raise AssertionError((await viewer.stderr.read()).decode()[-2000:])
         await alive(node, "porch", 60)
         started = time.monotonic() - t0
     finally:
