@@ -102,7 +102,8 @@ def box_error(entry: dict[str, Any]) -> float:
 async def open_viewer(browser: Browser, url: str) -> Page:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
-    await page.goto(f"{url}/?probe")
+    # The page loads its test hooks (window.camfleetViewer) only when the URL asks for them.
+    await page.goto(f"{url}/?probe&testhooks")
     await page.wait_for_selector("#signin:not([hidden])", timeout=15_000)
     await page.fill("#token", VIEWER_TOKEN)
     await page.press("#token", "Enter")
