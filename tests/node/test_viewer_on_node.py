@@ -29,6 +29,7 @@ TOLERANCE_PX = 6
 
 VIEWER = """
 import asyncio, sys
+from livekit import rtc
 async def main():
     room = rtc.Room()
     await room.connect(sys.argv[1], sys.argv[2])
