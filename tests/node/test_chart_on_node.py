@@ -185,8 +185,10 @@ def test_camera_deleted_takes_its_pod_secret_and_room(node_release: Release) -> 
     left = node.kubectl("get", "secret", "gone-livekit-token", "-n", CAMERAS_NS, check=False)
     assert left.returncode != 0
     assert "NotFound" in left.stderr
-    rooms = list_rooms(node_release)
-    assert f"{CAMERAS_NS}-gone" not in rooms
+    # The operator deletes the room before the ingest pod has stopped; an ingest still in its
+    # grace period can rejoin and re-create it, and then LiveKit closes it once it is empty
+    # (departure_timeout, 20 s here). Either way it goes, with nobody doing anything.
+    wait_for(lambda: f"{CAMERAS_NS}-gone" not in list_rooms(node_release), 45, "the room gone", 1)
 
 
 def list_rooms(release: Release) -> list[str]:
