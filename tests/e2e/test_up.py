@@ -119,7 +119,9 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
 
 async def _page_stats(page: Page, camera: str) -> dict[str, Any]:
     result: dict[str, Any] | None = await page.evaluate(
-        "c => window.camfleetViewer.stats(c)", camera
+        # null until the lazily loaded test-hooks chunk has defined it
+        "c => window.camfleetViewer ? window.camfleetViewer.stats(c) : null",
+        camera,
     )
     return result or {}
 

@@ -147,8 +147,11 @@ async def test_frames_and_events_resume_after_queue_overflow_under_cpu_pressure(
             )
             for f in resumed
         ]
-    assert overflowed, "the slow consumer did not overflow the SDK's queue: no test"
-    assert skipped > len(ages) * 10, (skipped, len(ages))  # old frames were dropped, not queued
+    # The overflow is proven by the frame ids: far more camera frames were dropped than read
+    # (the SDK's queue kept the newest, it did not queue). The SDK's own "queue overflow" line
+    # reaches caplog only when the session's logging lets it through at that level, which
+    # depends on which tests configured logging earlier, so it is reported, not required.
+    assert skipped > len(ages) * 10, (skipped, len(ages), overflowed)
     # Each slow read got a recent frame, not one queued behind a growing backlog (FIFO would
     # put the last reads more than 10 s behind). The CPU-starved decoder lags by itself.
     assert max(ages) < 5000, ages
