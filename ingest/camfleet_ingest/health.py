@@ -16,7 +16,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from camfleet import ingest_contract as ic
 from camfleet_ingest.failures import REASONS
+from camfleet_ingest.snapshot import Snapshots
 
 RATE_WINDOW_S = 5.0
 
@@ -55,6 +57,18 @@ class IngestState:
         self.keyframe_requests = Counter(
             "camfleet_ingest_keyframe_requests",
             "Keyframe requests from LiveKit",
+            ["camera"],
+            registry=r,
+        ).labels(**labels)
+        self.audio_frames = Counter(
+            "camfleet_ingest_audio_frames",
+            "Decoded audio chunks handed to the audio track",
+            ["camera"],
+            registry=r,
+        ).labels(**labels)
+        self.audio_dropped = Counter(
+            "camfleet_ingest_audio_dropped",
+            "Decoded audio chunks dropped (late: the track's queue was full, or not published)",
             ["camera"],
             registry=r,
         ).labels(**labels)
@@ -123,6 +137,7 @@ class IngestState:
 
 
 STATE = web.AppKey("state", IngestState)
+SNAPSHOTS: web.AppKey[Snapshots | None] = web.AppKey("snapshots")
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -137,18 +152,40 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def init_app(state: IngestState) -> web.Application:
+async def _snapshot(request: web.Request) -> web.Response:
+    snapshots = request.app[SNAPSHOTS]
+    try:
+        still = None if snapshots is None else await snapshots.snapshot()
+    except ValueError as exc:  # a keyframe that does not decode: say so, keep serving
+        return web.json_response({"status": f"snapshot failed: {exc}"}, status=503)
+    if still is None:
+        return web.json_response({"status": "no keyframe yet"}, status=404)
+    return web.Response(
+        body=still.jpeg,
+        content_type="image/jpeg",
+        headers={
+            ic.SNAPSHOT_TAKEN_HEADER: str(still.taken_at_ms),
+            "Cache-Control": "no-store",  # the gateway keeps the copies
+        },
+    )
+
+
+def init_app(state: IngestState, snapshots: Snapshots | None = None) -> web.Application:
     app = web.Application()
     app[STATE] = state
+    app[SNAPSHOTS] = snapshots
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get(ic.SNAPSHOT_PATH, _snapshot)
     return app
 
 
 @asynccontextmanager
-async def serve(state: IngestState, host: str, port: int) -> AsyncIterator[web.AppRunner]:
+async def serve(
+    state: IngestState, host: str, port: int, snapshots: Snapshots | None = None
+) -> AsyncIterator[web.AppRunner]:
     """Run the HTTP endpoints for as long as the caller's ``async with`` lasts."""
-    runner = web.AppRunner(init_app(state), access_log=None)
+    runner = web.AppRunner(init_app(state, snapshots), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

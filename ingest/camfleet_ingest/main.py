@@ -21,6 +21,7 @@ import time
 from pydantic import ValidationError
 
 from camfleet import ingest_contract as ic
+from camfleet_ingest.audio import AudioPipe
 from camfleet_ingest.backoff import Backoff
 from camfleet_ingest.failures import (
     IngestFailure,
@@ -33,6 +34,7 @@ from camfleet_ingest.logs import Redactor, configure
 from camfleet_ingest.publisher import TrackPublisher, TrackShape
 from camfleet_ingest.reader import ReaderEvent, SourceOpened, SourceReader, StampedAccessUnit
 from camfleet_ingest.settings import IngestSettings, safe_errors
+from camfleet_ingest.snapshot import Snapshots
 from camfleet_ingest.warmup import Warmup
 
 log = logging.getLogger("camfleet_ingest")
@@ -60,6 +62,8 @@ class Supervisor:
         self._skip_to_keyframe = True
         # The camera's latest IDR, and the start-up of a fresh track that sends copies of it.
         self._last_idr: StampedAccessUnit | None = None
+        self.snapshots = Snapshots(settings.snapshot_width, settings.snapshot_min_interval_s)
+        self.audio: AudioPipe | None = None  # made in run(): it needs the loop
         self._warmup: Warmup | None = None
         self._warmed_source: object = None  # the track source the latest warm-up was for
         self._last_feedback = 0.0
@@ -72,6 +76,14 @@ class Supervisor:
         return Backoff(base=self.settings.backoff_base_s, cap=cap)
 
     async def run(self) -> int:
+        if self.settings.audio_enabled:
+            self.audio = AudioPipe(
+                self.settings.camera,
+                asyncio.get_running_loop(),
+                on_frame=self.state.audio_frames.inc,
+                on_drop=self.state.audio_dropped.inc,
+            )
+            self.audio.on_codec = lambda _codec: self.attributes_changed.set()
         tasks = [
             asyncio.create_task(self._source_loop(), name="source"),
             asyncio.create_task(self._livekit_loop(), name="livekit"),
@@ -97,6 +109,8 @@ class Supervisor:
         reader, self.reader = self.reader, None
         if reader is not None:
             reader.stop()
+        if self.audio is not None:
+            await self.audio.close()
         await self.publisher.close()
         if reader is not None:
             # Let the reader send its RTSP TEARDOWN (it wakes every frame, ≤ 40 ms at 25 fps);
@@ -141,7 +155,10 @@ class Supervisor:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._enqueue, queue, event)
 
-            reader = SourceReader(self.settings, emit, self.frame_ids, self.keyframe_request)
+            audio_sink = self.audio.push if self.audio is not None else None
+            reader = SourceReader(
+                self.settings, emit, self.frame_ids, self.keyframe_request, audio_sink
+            )
             self.reader = reader
             reader.start()
             try:
@@ -217,6 +234,7 @@ class Supervisor:
     def _publish(self, frame: StampedAccessUnit) -> bool:
         if frame.au.keyframe:
             self._last_idr = frame
+            self.snapshots.keyframe(frame)
         publisher = self.publisher
         if not publisher.ready or publisher.shape != TrackShape(frame.width, frame.height):
             self._skip_to_keyframe = True
@@ -290,6 +308,8 @@ class Supervisor:
         attributes = {
             ic.ATTR_STATE: "" if self.source_failure is None else ic.STATE_RECONNECTING,
             ic.ATTR_REASON: "" if self.source_failure is None else self.source_failure.reason,
+            ic.ATTR_SNAPSHOT: self.settings.snapshot_url or "",
+            ic.ATTR_AUDIO: (self.audio.codec or "") if self.audio is not None else "",
         }
         if self.opened is not None:
             info = self.opened.info
@@ -350,6 +370,8 @@ class Supervisor:
                     log.info("source resolution changed, republishing")
                     await self.publisher.republish(shape)
                     self._skip_to_keyframe = True
+                if self.audio is not None:  # once the source has audio; again after a reconnect
+                    await self.audio.follow(self.publisher.room)
             lost = asyncio.create_task(self.publisher.lost.wait())
             changed = asyncio.create_task(self.attributes_changed.wait())
             try:
@@ -387,7 +409,7 @@ async def _main(settings: IngestSettings) -> int:
         extra={"room": settings.room, "mode": settings.mode, "transport": settings.transport},
     )
     started = time.monotonic()
-    async with serve(state, settings.http_host, settings.http_port):
+    async with serve(state, settings.http_host, settings.http_port, supervisor.snapshots):
         code = await supervisor.run()
     log.info("stopped", extra={"exit_code": code, "uptime_s": round(time.monotonic() - started)})
     return code

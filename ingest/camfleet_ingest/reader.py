@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from camfleet_ingest.annexb import AccessUnit
 from camfleet_ingest.failures import IngestFailure, classify_source_error
 from camfleet_ingest.settings import IngestSettings
-from camfleet_ingest.source import Resolved, RtspSource, SourceInfo, choose_mode
+from camfleet_ingest.source import AudioSink, Resolved, RtspSource, SourceInfo, choose_mode
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,11 @@ class SourceReader(threading.Thread):
         emit: Callable[[ReaderEvent], None],
         frame_ids: itertools.count[int],
         keyframe_request: threading.Event,
+        audio_sink: AudioSink | None = None,
     ) -> None:
         super().__init__(name="rtsp-reader", daemon=True)
         self.settings = settings
+        self.audio_sink = audio_sink
         self.emit = emit
         self.frame_ids = frame_ids
         self.keyframe_request = keyframe_request
@@ -92,7 +94,7 @@ class SourceReader(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
-        source = RtspSource(self.settings)
+        source = RtspSource(self.settings, self.audio_sink)
         try:
             self._run(source)
         except IngestFailure as failure:

@@ -34,8 +34,9 @@ class IngestSettings(BaseSettings):
     source_password_file: Path | None = None
     transport: Literal["tcp", "udp"] = "tcp"
     mode: Mode = "auto"
-    # Accepted so the operator's env validates; audio is not ingested yet (CRD default: none).
-    audio: Literal["none", "opus"] = "none"
+    # auto: publish the camera's audio track (docs/ingest.md#audio); none/opus are the older
+    # spellings of off/auto (an operator from before may still pass them).
+    audio: Literal["auto", "off", "none", "opus"] = "off"
     max_bitrate_kbps: int | None = Field(default=None, gt=0)
 
     livekit_url: str
@@ -45,6 +46,12 @@ class IngestSettings(BaseSettings):
     http_host: str = "0.0.0.0"  # the kubelet probes the pod IP
     http_port: int = Field(default=ic.PORT, ge=0, le=65535)
     termination_log: Path = Path(ic.TERMINATION_LOG)
+    # The address the gateway fetches /snapshot.jpg from (announced in the participant
+    # attributes): the pod IP from the downward API; unset, no snapshot address is announced.
+    advertise_host: str | None = None
+    # A snapshot is decoded at most this often; requests in between get the same JPEG.
+    snapshot_min_interval_s: float = Field(default=2.0, ge=0)
+    snapshot_width: int = Field(default=640, ge=16, le=3840)
 
     open_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=5.0, gt=0)
@@ -93,6 +100,18 @@ class IngestSettings(BaseSettings):
         if self.backoff_base_s > min(self.backoff_cap_s, self.source_backoff_cap_s):
             raise ValueError("BACKOFF_BASE_S must not exceed the backoff caps")
         return self
+
+    @property
+    def audio_enabled(self) -> bool:
+        return self.audio in ("auto", "opus")
+
+    @property
+    def snapshot_url(self) -> str | None:
+        """Where the gateway reaches this ingest's ``/snapshot.jpg`` (None: not announced)."""
+        if not self.advertise_host:
+            return None
+        host = f"[{self.advertise_host}]" if ":" in self.advertise_host else self.advertise_host
+        return f"http://{host}:{self.http_port}{ic.SNAPSHOT_PATH}"
 
     @property
     def identity(self) -> str:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
+import av.audio.stream
 import av.bitstream
 import av.container
 import av.video.stream
@@ -25,6 +26,8 @@ from camfleet_ingest.failures import CodecUnsupported, IngestFailure, classify_s
 from camfleet_ingest.settings import IngestSettings, Mode
 
 Resolved = Literal["passthrough", "transcode"]
+#: Where the audio packets of the session go (``audio.AudioPipe.push``): packet, arrival µs.
+AudioSink = Callable[["av.Packet[av.audio.stream.AudioStream]", int], None]
 
 # FFmpeg codec names → the names the Camera status and participant attributes use.
 CODEC_NAMES = {"h264": "h264", "hevc": "h265"}
@@ -53,6 +56,7 @@ class SourceInfo:
     fps: float
     profile: str | None
     has_b_frames: bool
+    audio: str | None = None  # the audio codec demuxed with the video (spec.stream.audio auto)
 
     @property
     def codec_label(self) -> str:
@@ -117,8 +121,10 @@ class SourcePacket:
 class RtspSource:
     """One RTSP session: ``open()`` probes, ``packets()`` demuxes, ``close()`` tears down."""
 
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(self, settings: IngestSettings, audio_sink: AudioSink | None = None) -> None:
         self.settings = settings
+        self.audio_sink = audio_sink
+        self.audio_stream: av.audio.stream.AudioStream | None = None
         self.container: av.container.InputContainer | None = None
         self.stream: av.video.stream.VideoStream | None = None
         self.info: SourceInfo | None = None
@@ -156,6 +162,9 @@ class RtspSource:
         if not 1 <= rate <= 120:  # a short probe can misjudge odd streams: assume the usual
             rate = Fraction(25)
         self.stream = stream
+        if self.audio_sink is not None and container.streams.audio:
+            self.audio_stream = container.streams.audio[0]
+        audio = self.audio_stream.codec_context.name if self.audio_stream is not None else None
         self.info = SourceInfo(
             codec=ctx.name,
             width=ctx.width,
@@ -163,6 +172,7 @@ class RtspSource:
             fps=round(float(rate), 3),
             profile=ctx.profile,
             has_b_frames=bool(ctx.has_b_frames),
+            audio=audio,
         )
         if ctx.name == "h264":
             self.annexb = AnnexBConverter(stream)
@@ -176,11 +186,17 @@ class RtspSource:
         tb = float(stream.time_base or Fraction(1, 90000))
         first_pts: int | None = None
         base_us = time.monotonic_ns() // 1000
+        # The audio stream of the same session, when wanted: one RTSP session for both.
+        audio, sink = self.audio_stream, self.audio_sink
+        streams = (stream,) if audio is None or sink is None else (stream, audio)
         try:
-            for packet in self.container.demux(stream):
+            for packet in self.container.demux(streams):
                 if packet.size == 0:
                     continue  # a flush packet: the stream ended
                 arrival_us = time.time_ns() // 1000
+                if sink is not None and packet.stream is audio:
+                    sink(cast("av.Packet[av.audio.stream.AudioStream]", packet), arrival_us)
+                    continue
                 now_us = time.monotonic_ns() // 1000
                 # Prefer the camera's own timeline (smooth, no network jitter) for the RTP
                 # clock; fall back to arrival time when it is missing or jumps backwards.
@@ -191,7 +207,9 @@ class RtspSource:
                     media = base_us + int((packet.pts - first_pts) * tb * 1_000_000)
                     if abs(media - now_us) > 5_000_000:  # camera clock reset or wild drift
                         first_pts, base_us, media = packet.pts, now_us, now_us
-                yield SourcePacket(packet, arrival_us, media)
+                yield SourcePacket(
+                    cast("av.Packet[av.video.stream.VideoStream]", packet), arrival_us, media
+                )
         except IngestFailure:
             raise
         except Exception as exc:

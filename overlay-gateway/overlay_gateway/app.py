@@ -35,6 +35,7 @@ from overlay_gateway.kube import KubeClient, KubeConfig
 from overlay_gateway.metrics import Metrics
 from overlay_gateway.routes import WS_PATH, setup_routes
 from overlay_gateway.settings import AuthMode, Settings
+from overlay_gateway.snapshot_api import setup_snapshot_routes
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def init_app(settings: Settings) -> web.Application:
     app.on_cleanup.append(_close_admission)
     setup_routes(app)
     setup_history_routes(app)
+    setup_snapshot_routes(app)
     return app
 
 

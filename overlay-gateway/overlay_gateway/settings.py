@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     livekit_api_key: SecretStr | None = None
     livekit_api_secret: SecretStr | None = None
     viewer_token_ttl_seconds: int = Field(default=600, ge=30, le=86400)
+    # Where the gateway reaches LiveKit's server API (snapshots look the ingest up there);
+    # unset: livekit_url, which is the address browsers use and may not resolve in the cluster.
+    livekit_api_url: str | None = None
+
+    # Snapshots (docs/gateway.md#snapshots): a still younger than this is served from Redis
+    # without asking the ingest; also the browser's max-age.
+    snapshot_refresh_seconds: float = Field(default=5.0, ge=1)
+    snapshot_timeout_seconds: float = Field(default=2.0, gt=0)
+    # How long the last known still of a camera stays in Redis (7 days).
+    snapshot_keep_seconds: int = Field(default=7 * 86400, ge=60)
+    snapshot_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
     # WebSocket connections plus TCP connections still in their handshake, per replica.
     max_connections: int = Field(default=10_000, ge=1)
@@ -105,6 +116,11 @@ class Settings(BaseSettings):
     history_statement_timeout_ms: int = Field(default=2000, ge=10)
     # A camera whose last event is older than this shows "overlays stale" (AI path health).
     overlay_stale_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def livekit_server_url(self) -> str:
+        url = self.livekit_api_url or self.livekit_url
+        return "http" + url[2:] if url.startswith(("ws://", "wss://")) else url
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,10 @@ VIEW_SUBRESOURCE: Final = "view"
 
 Transport = Literal["tcp", "udp"]
 Mode = Literal["auto", "passthrough", "transcode"]
-Audio = Literal["none", "opus"]
+#: `spec.stream.audio`: `auto` publishes the camera's audio, `off` none; `none` and `opus` are
+#: the older spellings of `off` and `auto`, still accepted (`audio_choice` normalises them).
+Audio = Literal["auto", "off", "none", "opus"]
+AudioChoice = Literal["auto", "off"]
 Phase = Literal["Pending", "Connecting", "Live", "Degraded", "Stopped", "Failed"]
 PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -87,8 +90,17 @@ class Source(_Spec):
 
 class Stream(_Spec):
     mode: Mode = "auto"
-    audio: Audio = "none"
+    audio: Audio = "off"
     max_bitrate_kbps: Annotated[int | None, Field(alias="maxBitrateKbps", ge=64, le=100000)] = None
+
+    @property
+    def audio_choice(self) -> AudioChoice:
+        return audio_choice(self.audio)
+
+
+def audio_choice(value: Audio) -> AudioChoice:
+    """`auto`/`off`, whichever spelling the Camera uses (`opus` → `auto`, `none` → `off`)."""
+    return "auto" if value in ("auto", "opus") else "off"
 
 
 class Resources(_Spec):

@@ -18,6 +18,11 @@ PORT: Final = 8080
 PORT_NAME: Final = "http"
 HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
+#: The latest keyframe as a JPEG (decoded on request, at most every few seconds); the gateway
+#: fetches it at the address in ATTR_SNAPSHOT and keeps the last one per camera in Redis.
+SNAPSHOT_PATH: Final = "/snapshot.jpg"
+#: Response headers of SNAPSHOT_PATH: the capture time (ms since the epoch) of the keyframe.
+SNAPSHOT_TAKEN_HEADER: Final = "X-Camfleet-Taken-At"
 
 #: The LiveKit publish token, mounted from the camera's Secret; re-read at every (re)connect.
 TOKEN_MOUNT_DIR: Final = "/var/run/camfleet/livekit"
@@ -31,6 +36,11 @@ ATTR_CODEC: Final = "codec"
 ATTR_RESOLUTION: Final = "resolution"
 ATTR_FPS: Final = "fps"
 ATTR_MODE: Final = "mode"
+#: `http://<pod IP>:<port>/snapshot.jpg`, when the ingest knows its address.
+ATTR_SNAPSHOT: Final = "snapshot"
+#: The source's audio codec (`aac`, `pcm_alaw`, `pcm_mulaw`, `opus`) while an audio track is
+#: published; absent otherwise.
+ATTR_AUDIO: Final = "audio"
 # Set only while the camera is down and the ingest stays in the room: `state: reconnecting` and
 # `reason` (one of FAILURE_REASONS); empty while frames flow.
 ATTR_STATE: Final = "state"

@@ -140,6 +140,11 @@ class ViewerStack:
     proxy: TcpProxy | None = None
     _gateway_cm: contextlib.AbstractAsyncContextManager[RunningGateway] | None = None
     ingest_port: int = field(default_factory=free_port)
+    # What the camera streams (a clip of the test camera) and extra ingest settings, e.g. the
+    # audio variant with CAMFLEET_INGEST_AUDIO=auto; with_worker=False runs no AI worker.
+    clip: str = "h264"
+    ingest_env: dict[str, str] = field(default_factory=dict)
+    with_worker: bool = True
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir / self.namespace
@@ -164,7 +169,8 @@ class ViewerStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._kube_objects)
         self._start_ingest()
-        self._start_worker()
+        if self.with_worker:
+            self._start_worker()
         settings = Settings(
             port=0,
             redis_url=SecretStr(self.redis.url),
@@ -194,7 +200,7 @@ class ViewerStack:
             "apiVersion": "camfleet.io/v1alpha1",
             "kind": "Camera",
             "metadata": {"name": CAMERA_NAME, "namespace": self.namespace},
-            "spec": {"source": {"url": self.rtsp.url("h264")}},
+            "spec": {"source": {"url": self.rtsp.url(self.clip)}},
         }
         self.kube.apply(json.dumps(camera))
         # No operator runs here: the phase it would report is set by hand.
@@ -211,7 +217,7 @@ class ViewerStack:
         env = dict(
             os.environ,
             CAMFLEET_INGEST_CAMERA=self.camera,
-            CAMFLEET_INGEST_SOURCE_URL=self.rtsp.url("h264"),
+            CAMFLEET_INGEST_SOURCE_URL=self.rtsp.url(self.clip),
             CAMFLEET_INGEST_MODE="passthrough",
             CAMFLEET_INGEST_LIVEKIT_URL=self.livekit.url,
             CAMFLEET_INGEST_TOKEN_FILE=str(token_file),
@@ -219,6 +225,7 @@ class ViewerStack:
             CAMFLEET_INGEST_HTTP_HOST="127.0.0.1",
             CAMFLEET_INGEST_HTTP_PORT=str(self.ingest_port),
             CAMFLEET_INGEST_TERMINATION_LOG=str(self.workdir / "termination-log"),
+            **self.ingest_env,
         )
         self.ingest = ManagedProcess("ingest", [INGEST], log_dir=self.workdir / "logs", env=env)
         self.ingest.start()

@@ -119,9 +119,10 @@ async def running_ingest(
     tmp_path: Path,
     source_url: str,
     token: str | None = None,
+    camera: str | None = None,
     **env: str,
 ) -> AsyncIterator[Ingest]:
-    camera = f"t-{secrets.token_hex(3)}/cam"
+    camera = camera or f"t-{secrets.token_hex(3)}/cam"
     room = camera.replace("/", "-")
     ingest = Ingest({}, tmp_path, camera, room)
     token_file = tmp_path / "token"

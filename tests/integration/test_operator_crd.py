@@ -38,6 +38,7 @@ GOOD = {"source": {"url": "rtsp://10.0.0.7:554/stream1"}}
         ),
         ({"source": {"url": "rtsp://user@10.0.0.7/s"}}, "spec.source.url", "credentials"),
         ({**GOOD, "stream": {"mode": "turbo"}}, "spec.stream.mode", "Unsupported value"),
+        ({**GOOD, "stream": {"audio": "aac"}}, "spec.stream.audio", "Unsupported value"),
         ({**GOOD, "enabled": "yes"}, "spec.enabled", "boolean"),
         (
             {**GOOD, "stream": {"mode": "transcode", "maxBitrateKbps": "fast"}},
@@ -114,7 +115,7 @@ def test_defaults_are_filled_by_the_api_server(
             },
             "transport": "tcp",
         },
-        "stream": {"mode": "auto", "audio": "none"},
+        "stream": {"mode": "auto", "audio": "off"},
         "enabled": True,
         "onDemand": False,
         "ingest": {},

@@ -72,6 +72,8 @@ def test_credentials_in_the_url_are_refused_without_echo(env: pytest.MonkeyPatch
         ("CAMFLEET_INGEST_SOURCE_URL", "http://10.0.0.9/x"),
         ("CAMFLEET_INGEST_TRANSPORT", "quic"),
         ("CAMFLEET_INGEST_MODE", "fast"),
+        ("CAMFLEET_INGEST_AUDIO", "aac"),
+        ("CAMFLEET_INGEST_SNAPSHOT_WIDTH", "8"),
         ("CAMFLEET_INGEST_BACKOFF_CAP_S", "60"),
         ("CAMFLEET_INGEST_MAX_BITRATE_KBPS", "0"),
     ],
@@ -121,3 +123,22 @@ def test_forced_passthrough_of_what_webrtc_cannot_carry(source: SourceInfo) -> N
     with pytest.raises(CodecUnsupported, match="ns/c") as err:
         choose_mode("passthrough", source, "ns/c")
     assert err.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"), [("auto", True), ("opus", True), ("off", False), ("none", False)]
+)
+def test_audio_values_old_and_new(env: pytest.MonkeyPatch, value: str, enabled: bool) -> None:
+    env.setenv("CAMFLEET_INGEST_AUDIO", value)
+    assert IngestSettings().audio_enabled is enabled  # type: ignore[call-arg]
+
+
+def test_snapshot_address_only_when_advertised(env: pytest.MonkeyPatch) -> None:
+    assert IngestSettings().snapshot_url is None  # type: ignore[call-arg]
+    env.setenv("CAMFLEET_INGEST_ADVERTISE_HOST", "10.1.2.3")
+    env.setenv("CAMFLEET_INGEST_HTTP_PORT", "9090")
+    got = IngestSettings().snapshot_url  # type: ignore[call-arg]
+    assert got == "http://10.1.2.3:9090/snapshot.jpg"
+    env.setenv("CAMFLEET_INGEST_ADVERTISE_HOST", "fd00::7")
+    got = IngestSettings().snapshot_url  # type: ignore[call-arg]
+    assert got == "http://[fd00::7]:9090/snapshot.jpg"

@@ -91,7 +91,13 @@ def _decode(secret: Obj, key: str) -> bytes:
     raise PodSpecError(f"key {key!r} not found in Secret {secret['metadata']['name']!r}")
 
 
+#: Every local "pod" runs on this host's loopback.
+LOCAL_POD_IP = "127.0.0.1"
+
+
 def _field(pod: Obj, path: str) -> str:
+    if path == "status.podIP":
+        return LOCAL_POD_IP  # what the runner reports once the process runs (status.py)
     node: Any = pod
     for part in re.findall(r"[^.\[\]']+", path):
         node = node.get(part, "") if isinstance(node, Mapping) else ""

@@ -7,7 +7,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from camfleet_dev.testbed.media import CLIPS, ensure_clips
+from camfleet_dev.testbed.media import CLIPS, ensure_audio, ensure_clips
 from camfleet_dev.testbed.process import ManagedProcess, free_port, http_ok, tcp_open
 from camfleet_dev.testbed.tools import system_python
 
@@ -15,7 +15,8 @@ SCRIPT = Path(__file__).with_name("rtsp_camera.py")
 
 
 class RtspCamera:
-    """Streams ``h264`` (High 1080p25), ``h264-bframes`` and ``h265`` at ``url(name)``.
+    """Streams ``h264`` (High 1080p25), ``h264-bframes`` and ``h265`` at ``url(name)``, and
+    ``h264-aac``, ``h264-pcma``, ``h264-pcmu``, ``h264-opus``: ``h264`` with a microphone.
 
     ``secure_url(name)`` serves the same clips behind Basic credentials (``username`` /
     ``password``). ``sessions()`` counts the RTSP clients playing each path.
@@ -60,6 +61,9 @@ class RtspCamera:
         ]
         for spec in CLIPS:
             args += ["--clip", f"{spec.name}={clips[spec.name]}"]
+        # h264-aac, h264-pcma, h264-pcmu, h264-opus: the h264 clip with a microphone
+        for name, path in ensure_audio(self.media_dir).items():
+            args += ["--audio", f"{name}={path}", "--mount", f"h264-{name}=h264+{name}"]
         env = dict(os.environ, CAMERA_USERNAME=self.username, CAMERA_PASSWORD=self.password)
         # Debian's Python must not pick up the venv's packages.
         env.pop("PYTHONPATH", None)

@@ -71,7 +71,7 @@ def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
     env += [
         {"name": f"{p}TRANSPORT", "value": spec.source.transport},
         {"name": f"{p}MODE", "value": spec.stream.mode},
-        {"name": f"{p}AUDIO", "value": spec.stream.audio},
+        {"name": f"{p}AUDIO", "value": spec.stream.audio_choice},
     ]
     if spec.stream.max_bitrate_kbps is not None:
         env.append({"name": f"{p}MAX_BITRATE_KBPS", "value": str(spec.stream.max_bitrate_kbps)})
@@ -84,6 +84,8 @@ def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
         # Spelled out although they are the ingest's defaults: the probes and the termination
         # message depend on them, and a node-less runner (camfleet up) remaps both per pod.
         {"name": f"{p}HTTP_PORT", "value": str(ic.PORT)},
+        # Announced with the snapshot address, so the gateway can fetch the camera's still.
+        {"name": f"{p}ADVERTISE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": f"{p}TERMINATION_LOG", "value": ic.TERMINATION_LOG},
     ]
     return env

@@ -160,3 +160,27 @@ export function socketProtocols(): string[] {
   }
   return protocols;
 }
+
+export interface Snapshot {
+  blob: Blob;
+  /** Capture time of the keyframe, ms since the epoch. */
+  takenAt: number;
+  /** From a running ingest (true) or the last known still (false). */
+  live: boolean;
+}
+
+/** The camera's latest still (`GET …/snapshot.jpg`), null when there is none yet. */
+export async function snapshot(camera: string): Promise<Snapshot | null> {
+  const response = await fetch(cameraPath(camera, 'snapshot.jpg'), {
+    headers: headers(),
+    credentials: 'same-origin',
+  });
+  if (response.status === 401) throw new AuthRequired('sign-in required');
+  if (response.status === 404) return null;
+  if (!response.ok) throw new ApiError(response.status, 'error', response.statusText);
+  return {
+    blob: await response.blob(),
+    takenAt: Number(response.headers.get('X-Camfleet-Taken-At') ?? 0),
+    live: response.headers.get('X-Camfleet-Snapshot-Live') === 'true',
+  };
+}

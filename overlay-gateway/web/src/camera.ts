@@ -9,6 +9,7 @@
 
 import {
   ConnectionState,
+  RemoteAudioTrack,
   RemoteTrack,
   RemoteVideoTrack,
   Room,
@@ -30,6 +31,8 @@ import {
   type CamfleetEvent,
   type Match,
 } from './overlay';
+import { SoundControl } from './sound';
+import { StillView } from './still';
 
 const INGEST_PREFIX = 'ingest-';
 /** Boxes older than this many frames behind the displayed one are stale: hidden. */
@@ -73,6 +76,10 @@ export class CameraView {
   private readonly connEl: HTMLElement;
   private readonly syncEl: HTMLElement;
   private readonly driftEl: HTMLElement;
+  /** The latest still, shown until the first video frame (snapshots). */
+  readonly still: StillView;
+  /** The camera's audio, muted until the viewer unmutes it. */
+  readonly sound: SoundControl;
 
   private room: Room | null = null;
   private worker: Worker | null = null;
@@ -90,6 +97,8 @@ export class CameraView {
   error: string | null = null;
   syncMode: SyncMode = 'none';
   framesDisplayed = 0;
+  /** performance.now() of the first displayed frame. */
+  firstFrameAt: number | null = null;
   framesWithMetadata = 0;
   lastFrameId: number | null = null;
   lastTsMs: number | null = null;
@@ -144,6 +153,8 @@ export class CameraView {
     this.driftEl = el.querySelector('.drift')!;
     el.querySelector('.name')!.textContent = info.camera;
     this.video.setAttribute('aria-label', `Live video of ${info.camera}`);
+    this.still = new StillView(info.camera, this.stage);
+    this.sound = new SoundControl(info.camera, el.querySelector('header')!);
     this.setPhase(info.phase);
     this.setConnection('disconnected');
     new ResizeObserver(() => this.redraw()).observe(this.stage);
@@ -152,11 +163,13 @@ export class CameraView {
 
   start(): void {
     void this.joinLoop();
+    this.still.start();
     window.setInterval(() => this.tick(), 1000);
   }
 
   async stop(): Promise<void> {
     this.closed = true;
+    this.still.stop();
     await this.room?.disconnect();
     this.worker?.terminate();
   }
@@ -216,18 +229,24 @@ export class CameraView {
       )
       .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack) => {
         if (track === this.track) this.dropTrack();
+        if (track instanceof RemoteAudioTrack) this.sound.detach(track);
       });
     this.joins++;
     await room.connect(url, token, { autoSubscribe: true });
     this.setConnection(room.state);
     await ended;
     this.dropTrack();
+    this.sound.detach();
     this.setConnection('disconnected');
   }
 
   private onTrack(track: RemoteTrack, participant: RemoteParticipant): void {
-    if (track.kind !== Track.Kind.Video || !(track instanceof RemoteVideoTrack)) return;
     if (!participant.identity.startsWith(INGEST_PREFIX)) return;
+    if (track instanceof RemoteAudioTrack) {
+      this.sound.attach(track);
+      return;
+    }
+    if (track.kind !== Track.Kind.Video || !(track instanceof RemoteVideoTrack)) return;
     this.dropTrack();
     this.track = track;
     track.attach(this.video);
@@ -240,6 +259,7 @@ export class CameraView {
   private dropTrack(): void {
     if (this.track) this.track.detach(this.video);
     this.track = null;
+    this.still.show(true);
   }
 
   // --- frames -------------------------------------------------------------------------------
@@ -269,6 +289,8 @@ export class CameraView {
 
   private onFrame(now: number, rtpTimestamp: number | undefined): void {
     this.framesDisplayed++;
+    if (this.firstFrameAt === null) this.firstFrameAt = now;
+    if (this.still.visible && this.track) this.still.show(false);
     const wall = Date.now();
     let frameId: number | null = null;
     let tsMs: number | null = null;

@@ -4,6 +4,7 @@
 // Not part of the product page: esbuild puts this module in a chunk of its own, which the page
 // loads only when its URL asks for it (`?testhooks`; `?probe` also records a per-frame trace).
 
+import { AvProbe } from './avprobe';
 import type { CameraView, DrawnBox, FrameObservation } from './camera';
 import type { Viewer } from './main';
 
@@ -55,7 +56,7 @@ class Probe {
   }
 
   /** The test pattern's frame code: 16 black/white blocks in the top 1/27 of the picture. */
-  private readCode(): number | null {
+  readCode(): number | null {
     const video = this.view.video;
     const vw = video.videoWidth;
     const vh = video.videoHeight;
@@ -114,11 +115,27 @@ function stats(view: CameraView): Record<string, unknown> {
     videoLatencyMs: view.videoLatencyMs,
     eventLatencyMs: view.eventLatencyMs,
     decoder: view.track?.getDecoderImplementation() ?? null,
+    still: {
+      loads: view.still.loads,
+      shown: !view.still.img.hidden,
+      takenAt: view.still.takenAt,
+      live: view.still.live,
+      age: view.still.ageEl.hidden ? null : view.still.ageEl.textContent,
+      firstShownAt: view.still.firstShownAt,
+    },
+    firstFrameAt: view.firstFrameAt,
+    sound: {
+      track: view.sound.track !== null,
+      button: !view.sound.button.hidden,
+      label: view.sound.button.textContent,
+      muted: view.sound.audio.muted,
+    },
   };
 }
 
 function hooks(viewer: Viewer, probing: boolean) {
   const probes = new Map<CameraView, Probe>();
+  const avProbes = new Map<string, AvProbe>();
   const attach = (view: CameraView): void => {
     if (!probes.has(view)) probes.set(view, new Probe(view, probing));
   };
@@ -158,6 +175,16 @@ function hooks(viewer: Viewer, probing: boolean) {
       duplicates: viewer.socket?.duplicates ?? 0,
     }),
     dropSocket: () => viewer.socket?.drop(),
+    avStart: (camera: string) => {
+      const p = new AvProbe(view(camera), () => probe(camera).readCode());
+      avProbes.get(camera)?.stop();
+      avProbes.set(camera, p);
+      return p.start();
+    },
+    avResult: (camera: string) => {
+      const p = avProbes.get(camera);
+      return p ? { onsets: [...p.onsets], frames: [...p.frames] } : null;
+    },
   };
 }
 

@@ -1,0 +1,145 @@
+"""Audio and snapshots on the viewer's tiles, in real headless Chromium.
+
+The test camera's `h264-aac` variant (a beep on video frame `media.BEEP_FRAME` of every 8 s lap)
+→ `camfleet-ingest` (audio auto, snapshot address announced) → livekit-server → the page; the
+gateway fetches the ingest's snapshot for the tile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from playwright.async_api import Browser
+from test_viewer_page import open_signed_in, poll, stats
+from viewer_stack import ViewerStack
+
+from camfleet_dev.testbed.kube import KubeCluster
+from camfleet_dev.testbed.livekit import LiveKitServer
+from camfleet_dev.testbed.media import BEEP_FRAME
+from camfleet_dev.testbed.redis import RedisServer
+from camfleet_dev.testbed.rtsp import RtspCamera
+
+SYNC_MS = 80
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def av_stack(
+    kube: KubeCluster,
+    camera_crd: Path,
+    redis_server: RedisServer,
+    livekit_server: LiveKitServer,
+    rtsp_camera: RtspCamera,
+    testbed_dir: Path,
+) -> AsyncIterator[ViewerStack]:
+    stack = ViewerStack(
+        kube,
+        redis_server,
+        livekit_server,
+        rtsp_camera,
+        testbed_dir / "viewer-av",
+        clip="h264-aac",
+        ingest_env={
+            "CAMFLEET_INGEST_AUDIO": "auto",
+            "CAMFLEET_INGEST_ADVERTISE_HOST": "127.0.0.1",
+        },
+        with_worker=False,
+    )
+    try:
+        await stack.start()
+        yield stack
+    finally:
+        await stack.stop()
+
+
+def av_offsets(result: dict[str, Any]) -> list[float]:
+    """Per beep: its onset minus the display time of the frame it belongs to (ms)."""
+    offsets = []
+    shown = [f["t"] for f in result["frames"] if f["code"] == BEEP_FRAME]
+    for onset in result["onsets"]:
+        near = [t for t in shown if abs(t - onset) < 2000]
+        if near:
+            offsets.append(onset - min(near, key=lambda t: abs(t - onset)))
+    return offsets
+
+
+async def test_tile_sound_is_muted_until_unmuted_and_in_sync(
+    browser: Browser, av_stack: ViewerStack
+) -> None:
+    page = await open_signed_in(browser, av_stack, "viewer")
+    camera = av_stack.camera
+    try:
+        s = await poll(
+            lambda: stats(page, camera),
+            lambda s: s.get("framesDisplayed", 0) > 10 and s["sound"]["track"],
+            30,
+            "video and audio on the tile",
+        )
+        assert s["sound"] == {"track": True, "button": True, "label": "Unmute", "muted": True}
+        tile = page.locator(f'article.tile[data-camera="{camera}"]')
+        await tile.locator("button.sound").click()
+        s = await stats(page, camera)
+        assert s["sound"]["muted"] is False
+        assert s["sound"]["label"] == "Mute"
+        assert await tile.get_attribute("aria-pressed") == "false", "the click must not enlarge"
+
+        assert await page.evaluate("c => window.camfleetViewer.avStart(c)", camera) == "started"
+        result: dict[str, Any] = await poll(
+            lambda: page.evaluate("c => window.camfleetViewer.avResult(c)", camera),
+            lambda r: len(av_offsets(r)) >= 2,
+            30,
+            "two beeps with their frames",
+        )
+        offsets = av_offsets(result)
+        print(f"A/V offsets (audio after its frame, ms): {[round(o, 1) for o in offsets]}")
+        assert all(abs(o) <= SYNC_MS for o in offsets), f"A/V offsets {offsets} ms"
+        assert abs(statistics.median(offsets)) <= SYNC_MS
+    finally:
+        await page.context.close()
+
+
+async def test_tile_shows_the_snapshot_before_the_video_and_the_last_one_after(
+    browser: Browser, av_stack: ViewerStack
+) -> None:
+    page = await open_signed_in(browser, av_stack, "viewer")
+    camera = av_stack.camera
+    try:
+        s = await poll(
+            lambda: stats(page, camera),
+            lambda s: s.get("firstFrameAt") is not None and s["still"]["loads"] >= 1,
+            30,
+            "a still and the video",
+        )
+        still = s["still"]
+        assert still["firstShownAt"] is not None, "the still was never on screen"
+        assert still["firstShownAt"] < s["firstFrameAt"], f"still after the video: {s}"
+        assert still["live"] is True
+        assert time.time() * 1000 - still["takenAt"] < 10_000
+        await poll(lambda: stats(page, camera), lambda s: not s["still"]["shown"], 5, "video over")
+    finally:
+        await page.context.close()
+
+    # The camera's ingest stops (an on-demand camera nobody watches): a new page shows the last
+    # known still with its age, from the gateway's Redis copy.
+    assert av_stack.ingest is not None
+    await asyncio.to_thread(av_stack.ingest.stop, 5.0)
+    await asyncio.sleep(5.5)  # past the gateway's refresh period: the still is no longer "live"
+    page = await open_signed_in(browser, av_stack, "viewer")
+    try:
+        s = await poll(
+            lambda: stats(page, camera),
+            lambda s: s["still"]["shown"] and s["still"]["age"],
+            15,
+            "the last known still",
+        )
+        assert s["still"]["live"] is False
+        assert s["still"]["age"].startswith("Still · ")
+        assert s["still"]["age"].endswith("ago")
+        assert s["framesDisplayed"] == 0
+    finally:
+        await page.context.close()
