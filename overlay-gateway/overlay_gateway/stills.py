@@ -94,7 +94,7 @@ class Stills:
         self.timeout = timeout
         self.keep = keep
         self.max_bytes = max_bytes
-        self._inflight: dict[str, asyncio.Future[Still | None]] = {}
+        self._inflight: dict[str, asyncio.Task[Still | None]] = {}
         self.fetches = 0  # fetches from an ingest (tests and the benchmark read it)
 
     async def latest(self, ref: CameraRef, room: str) -> Still | None:
@@ -106,17 +106,19 @@ class Stills:
             return Still(stored.jpeg, stored.taken_at_ms, stored.fetched_at_ms, live=True)
         pending = self._inflight.get(camera)
         if pending is None:
-            pending = asyncio.get_running_loop().create_future()
+            # A task of its own: a viewer who goes away must not cancel the others' fetch.
+            pending = asyncio.create_task(self._fetch(ref, room))
             self._inflight[camera] = pending
-            try:
-                pending.set_result(await self._refresh(ref, room))
-            except Exception as exc:  # a failed fetch falls back to the stored still
-                log.warning("snapshot fetch failed", extra={"camera": camera, "error": repr(exc)})
-                pending.set_result(None)
-            finally:
-                del self._inflight[camera]
+            pending.add_done_callback(lambda _task: self._inflight.pop(camera, None))
         fresh = await asyncio.shield(pending)
         return fresh if fresh is not None else stored
+
+    async def _fetch(self, ref: CameraRef, room: str) -> Still | None:
+        try:
+            return await self._refresh(ref, room)
+        except Exception as exc:  # a failed fetch falls back to the stored still
+            log.warning("snapshot fetch failed", extra={"camera": str(ref), "error": repr(exc)})
+            return None
 
     async def _stored(self, camera: str) -> Still | None:
         try:
