@@ -450,7 +450,16 @@ def test_network_policies(default_docs: list[Doc], all_docs: list[Doc]) -> None:
         constants.LABEL_NAME: constants.APP_NAME,
         constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
     }
-    assert ingest["spec"]["ingress"] == []
+    # Only the gateway's snapshot fetches reach an ingest pod, on its HTTP port.
+    gateway_pods = {
+        "app.kubernetes.io/name": "camfleet",
+        "app.kubernetes.io/instance": "camfleet",
+        "app.kubernetes.io/component": "gateway",
+    }
+    [snapshots] = ingest["spec"]["ingress"]
+    assert snapshots["ports"] == [{"protocol": "TCP", "port": 8080}]
+    [peer] = snapshots["from"]
+    assert peer["podSelector"]["matchLabels"] == gateway_pods
     assert ("TCP", 554) in _egress_ports(ingest)
     assert ("UDP", 7882) in _egress_ports(ingest)
     assert ("TCP", 6379) not in _egress_ports(ingest)
@@ -461,7 +470,14 @@ def test_network_policies(default_docs: list[Doc], all_docs: list[Doc]) -> None:
         ("TCP", 443),
         ("TCP", 6443),
         ("TCP", 6379),
+        ("TCP", 7880),  # LiveKit's server API (where a camera's ingest is, for snapshots)
+        ("TCP", 7881),
+        ("TCP", 8080),  # the ingest pods' /snapshot.jpg
     }
+    [to_ingest] = [r for r in gateway["spec"]["egress"] if r["ports"][0]["port"] == 8080]
+    assert [t["podSelector"]["matchLabels"] for t in to_ingest["to"]] == [
+        {constants.LABEL_NAME: constants.APP_NAME, constants.LABEL_MANAGED_BY: constants.MANAGED_BY}
+    ]
     # All options: one ingest policy per camera namespace; cameras only from the given CIDR.
     ingest_policies = [
         p for p in by_kind(all_docs, "NetworkPolicy") if p["metadata"]["name"] == "cfall-ingest"
