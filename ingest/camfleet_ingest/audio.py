@@ -7,15 +7,10 @@ the PCM goes to an ``rtc.AudioSource`` on the event loop, whose track the SDK en
 The Python SDK has no pre-encoded audio path, so an Opus camera is decoded and re-encoded too
 (docs/ingest.md#audio).
 
-A/V sync: both streams are stamped on arrival by the same clock as the video's frame stamps
-(``time.time_ns``, taken the moment FFmpeg hands a packet over). FFmpeg hands a video frame
-over later than the audio captured with it: its H.264 parser completes an access unit only when
-the next one starts (one frame, 40 ms at 25 fps), and cameras may buffer the two differently.
-The camera's own timestamps say what belongs together (FFmpeg puts both streams on one
-timeline from the RTCP sender reports), so each stream's transport delay floor, arrival minus
-pts over the last packets (``Floor``), is tracked, and audio is held back by the difference
-(``alignment_us``, at most ``MAX_ALIGN_US``) before it goes to the track. The audio track's
-source is ``SOURCE_MICROPHONE``, which livekit-server bundles with the camera's
+A/V sync: the packets of both tracks leave FFmpeg's demuxer in arrival order and each is
+handed on the moment it arrives, stamped by the same clock as the video (``time.time_ns``),
+so audio and video enter WebRTC within the same millisecond of their arrival. The audio
+track's source is ``SOURCE_MICROPHONE``, which livekit-server bundles with the camera's
 ``SOURCE_CAMERA`` track into one media stream, so browsers lip-sync the two by their RTCP
 sender reports. The SDK's audio queue is kept short (``QUEUE_MS``); PCM that arrives while
 it is full (the loop is starved, or a burst after a network stall) is dropped, not queued:
@@ -27,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable
 
 import av
@@ -47,10 +41,6 @@ CHANNELS = 1
 QUEUE_MS = 100
 # PCM chunks waiting for the loop; past this, new ones are dropped.
 MAX_PENDING = 25
-# Hold-back of the audio to match the video's later arrival; more means the camera's clocks
-# disagree (a wrong sender report), and following them would only add delay.
-MAX_ALIGN_US = 200_000
-FLOOR_PACKETS = 64
 PUBLISH_TIMEOUT_S = 15.0
 CLOSE_TIMEOUT_S = 3.0
 
@@ -64,27 +54,6 @@ class PcmChunk:
         self.data = data
         self.samples = samples
         self.arrival_us = arrival_us
-
-
-class Floor:
-    """The smallest of the last ``size`` values: a stream's transport delay, without jitter."""
-
-    def __init__(self, size: int = FLOOR_PACKETS) -> None:
-        self.values: deque[int] = deque(maxlen=size)
-
-    def add(self, value: int) -> None:
-        self.values.append(value)
-
-    @property
-    def value(self) -> int | None:
-        return min(self.values) if self.values else None
-
-
-def alignment_us(video_floor: int | None, audio_floor: int | None) -> int:
-    """How long to hold audio back so that it leaves with the video it was captured with."""
-    if video_floor is None or audio_floor is None:
-        return 0
-    return max(0, min(MAX_ALIGN_US, video_floor - audio_floor))
 
 
 class AudioPipe:
@@ -110,9 +79,6 @@ class AudioPipe:
         # difference is the backlog without a lock.
         self._handed = 0
         self._taken = 0
-        self._video_floor = Floor()  # reader thread only
-        self._audio_floor = Floor()
-        self._due = 0.0  # loop time the last chunk was scheduled for (loop only)
         self._failed_logged = False
         self.room: rtc.Room | None = None
         self.source: rtc.AudioSource | None = None
@@ -120,14 +86,6 @@ class AudioPipe:
         self.on_codec: Callable[[str], None] | None = None  # told of a new source codec
 
     # --- reader thread ---------------------------------------------------------------------
-
-    def video(self, arrival_us: int, pts_us: int) -> None:
-        """A video packet's arrival and pts (µs): the timing the audio is aligned to."""
-        self._video_floor.add(arrival_us - pts_us)
-
-    @property
-    def alignment_us(self) -> int:
-        return alignment_us(self._video_floor.value, self._audio_floor.value)
 
     def push(self, packet: av.Packet[av.audio.stream.AudioStream], arrival_us: int) -> None:
         """One demuxed audio packet, on the reader thread: decode, resample, hand over."""
@@ -142,9 +100,6 @@ class AudioPipe:
                 self.codec = codec
                 self.loop.call_soon_threadsafe(self._codec_seen, codec)
         assert self._resampler is not None
-        if packet.pts is not None and packet.time_base is not None:
-            self._audio_floor.add(arrival_us - int(packet.pts * packet.time_base * 1_000_000))
-        hold = self.alignment_us / 1_000_000
         try:
             frames = [f for f in packet.decode() if isinstance(f, av.AudioFrame)]
             pcm = [out for frame in frames for out in self._resampler.resample(frame)]
@@ -161,23 +116,14 @@ class AudioPipe:
                 self.on_drop()
                 continue
             self._handed += 1
-            chunk = PcmChunk(data, samples, arrival_us)
             with contextlib.suppress(RuntimeError):  # the loop closed under a late packet
-                self.loop.call_soon_threadsafe(self._schedule, chunk, hold)
+                self.loop.call_soon_threadsafe(self._deliver, PcmChunk(data, samples, arrival_us))
 
     # --- event loop ------------------------------------------------------------------------
 
     def _codec_seen(self, codec: str) -> None:
         if self.on_codec is not None:
             self.on_codec(codec)
-
-    def _schedule(self, chunk: PcmChunk, hold: float) -> None:
-        if hold <= 0.001 and self._due <= self.loop.time():
-            self._deliver(chunk)
-            return
-        # Never before the previous chunk: the hold-back changes, the order must not.
-        self._due = max(self.loop.time() + hold, self._due + 1e-6)
-        self.loop.call_at(self._due, self._deliver, chunk)
 
     def _deliver(self, chunk: PcmChunk) -> None:
         self._taken += 1

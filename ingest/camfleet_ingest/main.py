@@ -155,8 +155,9 @@ class Supervisor:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._enqueue, queue, event)
 
+            audio_sink = self.audio.push if self.audio is not None else None
             reader = SourceReader(
-                self.settings, emit, self.frame_ids, self.keyframe_request, self.audio
+                self.settings, emit, self.frame_ids, self.keyframe_request, audio_sink
             )
             self.reader = reader
             reader.start()

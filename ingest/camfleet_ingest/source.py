@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, Protocol, cast
+from typing import Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
@@ -26,15 +26,8 @@ from camfleet_ingest.failures import CodecUnsupported, IngestFailure, classify_s
 from camfleet_ingest.settings import IngestSettings, Mode
 
 Resolved = Literal["passthrough", "transcode"]
-
-
-class AudioSink(Protocol):
-    """Where the session's audio goes (``audio.AudioPipe``), and the video's timing with it."""
-
-    def push(self, packet: av.Packet[av.audio.stream.AudioStream], arrival_us: int) -> None: ...
-
-    def video(self, arrival_us: int, pts_us: int) -> None: ...
-
+#: Where the audio packets of the session go (``audio.AudioPipe.push``): packet, arrival µs.
+AudioSink = Callable[["av.Packet[av.audio.stream.AudioStream]", int], None]
 
 # FFmpeg codec names → the names the Camera status and participant attributes use.
 CODEC_NAMES = {"h264": "h264", "hevc": "h265"}
@@ -201,14 +194,9 @@ class RtspSource:
                 if packet.size == 0:
                     continue  # a flush packet: the stream ended
                 arrival_us = time.time_ns() // 1000
-                if sink is not None:
-                    if packet.stream is audio:
-                        sink.push(
-                            cast("av.Packet[av.audio.stream.AudioStream]", packet), arrival_us
-                        )
-                        continue
-                    if packet.pts is not None:  # the video's timing, to align the audio with
-                        sink.video(arrival_us, int(packet.pts * tb * 1_000_000))
+                if sink is not None and packet.stream is audio:
+                    sink(cast("av.Packet[av.audio.stream.AudioStream]", packet), arrival_us)
+                    continue
                 now_us = time.monotonic_ns() // 1000
                 # Prefer the camera's own timeline (smooth, no network jitter) for the RTP
                 # clock; fall back to arrival time when it is missing or jumps backwards.
