@@ -15,6 +15,12 @@ track's source is ``SOURCE_MICROPHONE``, which livekit-server bundles with the c
 sender reports. The SDK's audio queue is kept short (``QUEUE_MS``); PCM that arrives while
 it is full (the loop is starved, or a burst after a network stall) is dropped, not queued:
 late audio is worse than a gap.
+
+FFmpeg hands a video frame over one frame period after the audio captured with it (its H.264
+parser completes an access unit only when the next one starts). Holding the audio back by that
+much (from each stream's arrival-minus-pts floor) was tried and made the offset at a subscriber
+worse, +150 ms instead of +45 ms: the audio's own path downstream (this queue, Opus framing,
+the receiver's jitter buffer) is already the longer one (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ TRACK_NAME = "microphone"
 SAMPLE_RATE = 48_000
 CHANNELS = 1
 # The SDK's own buffer in front of its 10 ms audio ticks: enough for a 1024-sample AAC frame
-# and some jitter, short enough that audio never lags the video by more than this.
-QUEUE_MS = 100
+# and some jitter; every millisecond queued here is a millisecond the sound lags the picture.
+QUEUE_MS = 40
 # PCM chunks waiting for the loop; past this, new ones are dropped.
 MAX_PENDING = 25
 PUBLISH_TIMEOUT_S = 15.0

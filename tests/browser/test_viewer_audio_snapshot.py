@@ -1,31 +1,26 @@
 """Audio and snapshots on the viewer's tiles, in real headless Chromium.
 
-The test camera's `h264-aac` variant (a beep on video frame `media.BEEP_FRAME` of every 8 s lap)
-→ `camfleet-ingest` (audio auto, snapshot address announced) → livekit-server → the page; the
-gateway fetches the ingest's snapshot for the tile.
+The test camera's `h264-aac` variant → `camfleet-ingest` (audio auto, snapshot address
+announced) → livekit-server → the page; the gateway fetches the ingest's snapshot for the tile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 from test_viewer_page import open_signed_in, poll, stats
 from viewer_stack import ViewerStack
 
 from camfleet_dev.testbed.kube import KubeCluster
 from camfleet_dev.testbed.livekit import LiveKitServer
-from camfleet_dev.testbed.media import BEEP_FRAME
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
-
-SYNC_MS = 80
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -57,20 +52,21 @@ async def av_stack(
         await stack.stop()
 
 
-def av_offsets(result: dict[str, Any]) -> list[float]:
-    """Per beep: its onset minus the display time of the frame it belongs to (ms)."""
-    offsets = []
-    shown = [f["t"] for f in result["frames"] if f["code"] == BEEP_FRAME]
-    for onset in result["onsets"]:
-        near = [t for t in shown if abs(t - onset) < 2000]
-        if near:
-            offsets.append(onset - min(near, key=lambda t: abs(t - onset)))
-    return offsets
+async def audio_stats(page: Page, camera: str) -> dict[str, Any]:
+    result: dict[str, Any] | None = await page.evaluate(
+        "c => window.camfleetViewer.audioStats(c)", camera
+    )
+    return result or {}
 
 
-async def test_tile_sound_is_muted_until_unmuted_and_in_sync(
-    browser: Browser, av_stack: ViewerStack
-) -> None:
+async def test_tile_sound_is_muted_until_unmuted(browser: Browser, av_stack: ViewerStack) -> None:
+    """The camera's audio reaches the page's tile, muted, with a control to unmute it.
+
+    A/V offset is measured at an SDK subscriber (tests/integration/test_ingest_audio.py), not
+    here: headless Chromium on these machines has no sound device and never plays received
+    audio out (inbound-rtp shows the packets, `totalSamplesReceived` stays 0), so there is no
+    sample to time (docs/ingest.md#audio).
+    """
     page = await open_signed_in(browser, av_stack, "viewer")
     camera = av_stack.camera
     try:
@@ -81,24 +77,22 @@ async def test_tile_sound_is_muted_until_unmuted_and_in_sync(
             "video and audio on the tile",
         )
         assert s["sound"] == {"track": True, "button": True, "label": "Unmute", "muted": True}
+        first = await audio_stats(page, camera)
+        assert first.get("kind") == "audio"
+        await poll(
+            lambda: audio_stats(page, camera),
+            lambda r: r.get("packetsReceived", 0) > first.get("packetsReceived", 0) + 50,
+            10,
+            "Opus packets arriving (50 per second)",
+        )
         tile = page.locator(f'article.tile[data-camera="{camera}"]')
         await tile.locator("button.sound").click()
         s = await stats(page, camera)
         assert s["sound"]["muted"] is False
         assert s["sound"]["label"] == "Mute"
         assert await tile.get_attribute("aria-pressed") == "false", "the click must not enlarge"
-
-        assert await page.evaluate("c => window.camfleetViewer.avStart(c)", camera) == "started"
-        result: dict[str, Any] = await poll(
-            lambda: page.evaluate("c => window.camfleetViewer.avResult(c)", camera),
-            lambda r: len(av_offsets(r)) >= 2,
-            30,
-            "two beeps with their frames",
-        )
-        offsets = av_offsets(result)
-        print(f"A/V offsets (audio after its frame, ms): {[round(o, 1) for o in offsets]}")
-        assert all(abs(o) <= SYNC_MS for o in offsets), f"A/V offsets {offsets} ms"
-        assert abs(statistics.median(offsets)) <= SYNC_MS
+        await tile.locator("button.sound").click()
+        assert (await stats(page, camera))["sound"]["muted"] is True
     finally:
         await page.context.close()
 

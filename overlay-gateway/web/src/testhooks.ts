@@ -4,7 +4,6 @@
 // Not part of the product page: esbuild puts this module in a chunk of its own, which the page
 // loads only when its URL asks for it (`?testhooks`; `?probe` also records a per-frame trace).
 
-import { AvProbe } from './avprobe';
 import type { CameraView, DrawnBox, FrameObservation } from './camera';
 import type { Viewer } from './main';
 
@@ -56,7 +55,7 @@ class Probe {
   }
 
   /** The test pattern's frame code: 16 black/white blocks in the top 1/27 of the picture. */
-  readCode(): number | null {
+  private readCode(): number | null {
     const video = this.view.video;
     const vw = video.videoWidth;
     const vh = video.videoHeight;
@@ -135,7 +134,6 @@ function stats(view: CameraView): Record<string, unknown> {
 
 function hooks(viewer: Viewer, probing: boolean) {
   const probes = new Map<CameraView, Probe>();
-  const avProbes = new Map<string, AvProbe>();
   const attach = (view: CameraView): void => {
     if (!probes.has(view)) probes.set(view, new Probe(view, probing));
   };
@@ -175,15 +173,15 @@ function hooks(viewer: Viewer, probing: boolean) {
       duplicates: viewer.socket?.duplicates ?? 0,
     }),
     dropSocket: () => viewer.socket?.drop(),
-    avStart: (camera: string) => {
-      const p = new AvProbe(view(camera), () => probe(camera).readCode());
-      avProbes.get(camera)?.stop();
-      avProbes.set(camera, p);
-      return p.start();
-    },
-    avResult: (camera: string) => {
-      const p = avProbes.get(camera);
-      return p ? { onsets: [...p.onsets], frames: [...p.frames] } : null;
+    /** The tile's audio receiver: inbound-rtp stats (packets received, samples played out). */
+    audioStats: async (camera: string) => {
+      const receiver = view(camera).sound.track?.receiver;
+      if (!receiver) return null;
+      let inbound: Record<string, unknown> | null = null;
+      (await receiver.getStats()).forEach((r: Record<string, unknown>) => {
+        if (r.type === 'inbound-rtp') inbound = r;
+      });
+      return inbound;
     },
   };
 }
