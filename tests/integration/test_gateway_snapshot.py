@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +128,7 @@ async def test_snapshot_api_authorised_cached_and_last_known(bed: Bed) -> None:
     assert headers["Content-Type"] == "image/jpeg"
     assert headers["Cache-Control"] == f"private, max-age={int(REFRESH)}"
     assert headers["X-Camfleet-Snapshot-Live"] == "true"
-    assert float(headers["X-Camfleet-Snapshot-Age"]) < 3
+    assert float(headers["X-Camfleet-Snapshot-Age"]) < 10  # the latest keyframe (GOP 2 s)
     assert headers["ETag"] == f'"{headers["X-Camfleet-Taken-At"]}"'
     assert headers["Last-Modified"].endswith("GMT")
     assert jpeg_code(jpeg)[2] % 50 == 0  # one of the camera's keyframes
@@ -173,12 +172,12 @@ async def test_snapshot_api_authorised_cached_and_last_known(bed: Bed) -> None:
 async def test_one_fetch_per_refresh_whoever_asks(bed: Bed) -> None:
     """Twenty viewers at once, twice: the ingest is asked once per refresh period at most."""
     dock = f"/api/cameras/{bed.ns}/dock/snapshot.jpg"
-    stills = bed.gw.app[STILLS]
-    before = stills.fetches
-    t0 = time.monotonic()
-    for _ in range(2):
-        answers = await asyncio.gather(*(get(bed.gw, dock, bearer(STATIC)) for _ in range(20)))
-        assert {a[0] for a in answers} == {200}
-        assert len({a[1] for a in answers}) == 1
-    assert time.monotonic() - t0 < REFRESH, "the two rounds must fall in one refresh period"
-    assert stills.fetches - before == 1
+    # A replica with a long refresh period: both rounds fall inside it, however slow the machine.
+    settings = bed.settings.model_copy(update={"snapshot_refresh_seconds": 60.0})
+    async with run_gateway(settings) as gw:
+        stills = gw.app[STILLS]
+        for _ in range(2):
+            answers = await asyncio.gather(*(get(gw, dock, bearer(STATIC)) for _ in range(20)))
+            assert {a[0] for a in answers} == {200}
+            assert len({a[1] for a in answers}) == 1
+        assert stills.fetches == 1

@@ -169,7 +169,7 @@ async def test_snapshot_is_the_latest_keyframe_decoded_on_demand(
         assert (width, height) == (640, 360)
         assert code % 50 == 0, f"frame code {code}: not one of the clip's keyframes (GOP 50)"
         taken = int(headers["X-Camfleet-Taken-At"])
-        assert 0 <= time.time() * 1000 - taken < 3000, "the keyframe's capture stamp, recent"
+        assert 0 <= time.time() * 1000 - taken < 10_000, "the keyframe's capture stamp, recent"
         # Within the interval the same JPEG, whoever asks: one decode.
         again = await asyncio.to_thread(fetch, url)
         assert again[1] == jpeg
