@@ -58,6 +58,15 @@ def test_policies_refuse_what_the_chart_does_not_allow(node_release: Release) ->
     assert connect_from_new_pod(node_release, INFRA_NS, gateway_ip, 8080) == "OPEN"
     assert connect_from_new_pod(node_release, INFRA_NS, ingest_ip, 8080) == "BLOCKED"
 
+    # ... but the gateway may, for the camera's snapshot (the only ingress an ingest allows).
+    gateway = node.pods(RELEASE_NS, "app.kubernetes.io/component=gateway")[0]
+    out = node.kubectl(
+        "exec", "-n", RELEASE_NS, gateway["metadata"]["name"], "--",
+        "python", "-c", CONNECT, ingest_ip, "8080",
+        timeout=60,
+    )  # fmt: skip
+    assert out.stdout.strip() == "OPEN"
+
     # Egress: an ingest pod talks to cameras and LiveKit only, not to Redis.
     redis_ip = get_json(node, "service", "redis", "-n", INFRA_NS)["spec"]["clusterIP"]
     out = node.kubectl(
