@@ -19,8 +19,11 @@ from psycopg import sql
 
 from camfleet_archiver.metrics import Metrics
 from camfleet_archiver.schema import (
+    COUNTS_BUCKET_SECONDS,
+    COUNTS_TABLE,
     RETENTION_LOCK,
     TABLE,
+    counts_partition_name,
     create_partitions,
     existing_partitions,
     partition_name,
@@ -66,27 +69,23 @@ async def enforce(
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
             if end <= horizon:
                 name = partition_name(day)
-                await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+                async with conn.transaction():
+                    for table in (name, counts_partition_name(day)):
+                        await conn.execute(
+                            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table))
+                        )
                 dropped.append(name)
         deleted = 0
         longer = [c for c, keep in policy.cameras.items() if keep > policy.default]
         if policy.default < policy.longest():
-            cur = await conn.execute(
-                sql.SQL("DELETE FROM {} WHERE ts < %s AND NOT (camera = ANY(%s))").format(
-                    sql.Identifier(TABLE)
-                ),
-                (now - policy.default, longer),
+            deleted += await _delete_before(
+                conn, sql.SQL("NOT (camera = ANY(%s))"), longer, _bucket_floor(now - policy.default)
             )
-            deleted += max(cur.rowcount, 0)
         for camera, keep in sorted(policy.cameras.items()):
             if keep < policy.longest() and keep != policy.default:
-                cur = await conn.execute(
-                    sql.SQL("DELETE FROM {} WHERE camera = %s AND ts < %s").format(
-                        sql.Identifier(TABLE)
-                    ),
-                    (camera, now - keep),
+                deleted += await _delete_before(
+                    conn, sql.SQL("camera = %s"), camera, _bucket_floor(now - keep)
                 )
-                deleted += max(cur.rowcount, 0)
         metrics.partitions_dropped.inc(len(dropped))
         metrics.retention_deleted.inc(deleted)
         if dropped or deleted:
@@ -94,6 +93,31 @@ async def enforce(
         return RetentionResult(True, tuple(dropped), deleted)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (RETENTION_LOCK,))
+
+
+def _bucket_floor(cutoff: datetime) -> datetime:
+    """Cutoffs fall on a rollup bucket boundary, so the events and their counts go together."""
+    seconds = int(cutoff.timestamp()) // COUNTS_BUCKET_SECONDS * COUNTS_BUCKET_SECONDS
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+async def _delete_before(
+    conn: AsyncConn, which: sql.Composable, value: object, cutoff: datetime
+) -> int:
+    """Delete the events (and their rollup counts) of the cameras `which` selects before
+    `cutoff`, in one transaction; the number of events deleted."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            sql.SQL("DELETE FROM {} WHERE ts < %s AND {}").format(sql.Identifier(TABLE), which),
+            (cutoff, value),
+        )
+        await conn.execute(
+            sql.SQL("DELETE FROM {} WHERE bucket < %s AND {}").format(
+                sql.Identifier(COUNTS_TABLE), which
+            ),
+            (cutoff, value),
+        )
+        return max(cur.rowcount, 0)
 
 
 async def ensure_ahead(conn: AsyncConn, days_ahead: int, now: datetime | None = None) -> None:

@@ -20,6 +20,10 @@ from psycopg import sql
 from sqlalchemy.pool import NullPool
 
 TABLE: Final = "events"
+# The timeline's rollup (migration 0002): counts per camera, 10 s bucket and label, partitioned
+# by the same days as the events so that retention drops both together.
+COUNTS_TABLE: Final = "event_counts"
+COUNTS_BUCKET_SECONDS: Final = 10
 # pg_advisory_lock keys (any bigint; these spell "camfleet" and a purpose).
 MIGRATION_LOCK: Final = 0x63616D666C656574
 PARTITION_LOCK: Final = 0x63616D6670617274
@@ -57,6 +61,10 @@ def partition_name(day: date) -> str:
     return f"{TABLE}_p{day:%Y%m%d}"
 
 
+def counts_partition_name(day: date) -> str:
+    return f"{COUNTS_TABLE}_p{day:%Y%m%d}"
+
+
 def partition_day(name: str) -> date | None:
     match = _PARTITION_RE.match(name)
     return datetime.strptime(match.group(1), "%Y%m%d").date() if match else None
@@ -79,18 +87,23 @@ async def existing_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]])
 async def create_partitions(
     conn: psycopg.AsyncConnection[tuple[object, ...]], days: set[date]
 ) -> None:
-    """Create the daily partitions of `days` that do not exist yet (one transaction)."""
+    """Create the daily partitions of `days` (events and their counts) that do not exist yet
+    (one transaction)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
         for day in sorted(days):
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-                ).format(
-                    sql.Identifier(partition_name(day)),
-                    sql.Identifier(TABLE),
-                    sql.Literal(start),
-                    sql.Literal(start + timedelta(days=1)),
+            for name, table in (
+                (partition_name(day), TABLE),
+                (counts_partition_name(day), COUNTS_TABLE),
+            ):
+                await conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                    ).format(
+                        sql.Identifier(name),
+                        sql.Identifier(table),
+                        sql.Literal(start),
+                        sql.Literal(start + timedelta(days=1)),
+                    )
                 )
-            )

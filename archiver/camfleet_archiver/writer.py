@@ -3,8 +3,11 @@
 Rows are COPYed straight into the partitioned table. When a batch holds an entry that is
 already stored (a redelivery after a crash, a claim), the primary key refuses the whole COPY and
 the batch goes through a temporary staging table and one `INSERT … SELECT … ON CONFLICT DO
-NOTHING` instead: a redelivered or claimed entry never makes a second row. The caller
-acknowledges the entries in Redis only after `write` returned, i.e. after the commit.
+NOTHING` instead: a redelivered or claimed entry never makes a second row. In the same
+transaction the new rows are added to the timeline's rollup (`event_counts`): counted from the
+batch when every row was new, from the rows the INSERT returned otherwise, so the counts stay
+exact under redelivery too. The caller acknowledges the entries in Redis only after `write`
+returned, i.e. after the commit.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ import orjson
 import psycopg
 from psycopg import errors
 
+from camfleet.events import FastEvent
 from camfleet_archiver.metrics import Metrics
-from camfleet_archiver.schema import TABLE, create_partitions, existing_partitions, utc_day
+from camfleet_archiver.schema import (
+    COUNTS_BUCKET_SECONDS,
+    COUNTS_TABLE,
+    TABLE,
+    create_partitions,
+    existing_partitions,
+    utc_day,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +56,25 @@ _CREATE_STAGING: Final = (
 )
 _COPY: Final = f"COPY {_STAGING} ({_COLUMN_LIST}) FROM STDIN"
 _COPY_DIRECT: Final = f"COPY {TABLE} ({_COLUMN_LIST}) FROM STDIN"
+# Rows are added in key order, so two replicas adding to the same counts lock them in the same
+# order and cannot deadlock.
+_ADD_COUNTS: Final = (
+    f"INSERT INTO {COUNTS_TABLE} (camera, bucket, label, count) "
+    "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::integer[]) "
+    "ORDER BY 1, 2, 3 "
+    f"ON CONFLICT (camera, bucket, label) DO UPDATE SET count = {COUNTS_TABLE}.count + "
+    "EXCLUDED.count"
+)
 _INSERT: Final = (
-    f"INSERT INTO {TABLE} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "
-    "ON CONFLICT DO NOTHING"
+    f"WITH new AS (INSERT INTO {TABLE} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "
+    "ON CONFLICT DO NOTHING RETURNING camera, ts, labels), "
+    f"counted AS (INSERT INTO {COUNTS_TABLE} (camera, bucket, label, count) "
+    f"SELECT camera, date_bin('{COUNTS_BUCKET_SECONDS} seconds', ts, "
+    "timestamptz '1970-01-01 00:00:00+00'), l, count(*) FROM new, unnest(labels) AS l "
+    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+    f"ON CONFLICT (camera, bucket, label) DO UPDATE SET count = {COUNTS_TABLE}.count + "
+    "EXCLUDED.count) "
+    "SELECT count(*) FROM new"
 )
 _INSERT_ONE: Final = (
     f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
@@ -55,7 +82,10 @@ _INSERT_ONE: Final = (
 )
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-Row = tuple[str, datetime, int, int, int | None, str, list[str], str, str | None]
+_BUCKET_MS: Final = COUNTS_BUCKET_SECONDS * 1000
+# camera, ts, entry_ms, entry_seq, frame, source, labels (as a text[] literal), objects,
+# attributes (JSON).
+Row = tuple[str, datetime, int, int, int | None, str, str, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +94,17 @@ class Record:
 
     row: Row
     ts_ms: int
+    labels: list[str]
 
 
-def to_record(camera: str, entry_id: str, event_json: bytes) -> Record:
-    """The row of one event that passed `classify_entry` (its JSON as it came from the stream:
-    valid by then, so only the fields the row needs are read)."""
-    data = orjson.loads(event_json)
+def to_record(camera: str, entry_id: str, event: FastEvent | bytes) -> Record:
+    """The row of one event that passed `classify_entry` (or its canonical JSON)."""
+    data = event.doc if isinstance(event, FastEvent) else orjson.loads(event)
     ms, _, seq = entry_id.partition("-")
     objects = data.get("objects") or []
     attributes = data.get("attributes")
     ts_ms = int(data["ts"])
+    labels = sorted({o["label"] for o in objects})
     row: Row = (
         camera,
         _EPOCH + timedelta(milliseconds=ts_ms),
@@ -81,11 +112,41 @@ def to_record(camera: str, entry_id: str, event_json: bytes) -> Record:
         int(seq or 0),
         data.get("frame"),
         data["source"],
-        sorted({o["label"] for o in objects}),
+        _array_literal(labels),
         orjson.dumps(objects).decode(),
         None if attributes is None else orjson.dumps(attributes).decode(),
     )
-    return Record(row, ts_ms)
+    return Record(row, ts_ms, labels)
+
+
+def _array_literal(items: list[str]) -> str:
+    """A text[] literal (`{"a","b"}`): COPY then takes a plain string, which psycopg writes far
+    more cheaply than it adapts a list. Every element is quoted, so only quotes and
+    backslashes need escaping."""
+    text = '","'.join(items)
+    if "\\" in text or '"' in text:
+        text = '","'.join(i.replace("\\", "\\\\").replace('"', '\\"') for i in items)
+    return '{"' + text + '"}' if items else "{}"
+
+
+def count_labels(
+    records: Sequence[Record],
+) -> tuple[list[str], list[datetime], list[str], list[int]]:
+    """The rollup's increments for `records`, as the columns `_ADD_COUNTS` takes."""
+    counts: dict[tuple[str, int, str], int] = {}
+    for record in records:
+        camera, labels = record.row[0], record.labels
+        bucket = record.ts_ms - record.ts_ms % _BUCKET_MS
+        for label in labels:
+            key = (camera, bucket, label)
+            counts[key] = counts.get(key, 0) + 1
+    cameras, buckets, labels_, values = [], [], [], []
+    for (camera, bucket, label), n in sorted(counts.items()):
+        cameras.append(camera)
+        buckets.append(_EPOCH + timedelta(milliseconds=bucket))
+        labels_.append(label)
+        values.append(n)
+    return cameras, buckets, labels_, values
 
 
 class Writer:
@@ -164,6 +225,7 @@ class Writer:
                 async with cur.copy(_COPY_DIRECT) as copy:
                     for record in records:
                         await copy.write_row(record.row)
+                await cur.execute(_ADD_COUNTS, count_labels(records))
                 return len(records)
         except errors.UniqueViolation:
             pass
@@ -173,7 +235,8 @@ class Writer:
                 for record in records:
                     await copy.write_row(record.row)
             await cur.execute(_INSERT)
-            return cur.rowcount
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0  # type: ignore[call-overload]
 
     async def _write_rows(self, records: Sequence[Record]) -> int:
         conn = await self._connection()
@@ -182,6 +245,8 @@ class Writer:
             try:
                 async with conn.transaction():
                     cur = await conn.execute(_INSERT_ONE, record.row)
+                    if cur.rowcount:
+                        await cur.execute(_ADD_COUNTS, count_labels([record]))
                     inserted += cur.rowcount
             except errors.DataError:
                 self.metrics.invalid.labels("unstorable").inc()

@@ -221,11 +221,13 @@ _CAMERA_FULL_RE: Final = re.compile(f"{_NAMESPACE}/{_NAME}")
 
 
 class FastEvent(NamedTuple):
-    """What the fast path found valid: the event's canonical JSON and the fields callers need."""
+    """A valid event: its canonical JSON, the fields callers need, and the same content parsed
+    (`orjson.loads(json)`, for readers that store it rather than relay it)."""
 
     json: bytes
     camera: str
     ts: int
+    doc: dict[str, Any]
 
 
 def _plain_json(value: Any, depth: int) -> int:
@@ -346,7 +348,7 @@ def fast_event_json(raw: bytes | str) -> FastEvent | None:
     encoded = orjson.dumps(out)
     if len(encoded) > EVENT_MAX_BYTES:
         return None
-    return FastEvent(encoded, camera, ts)
+    return FastEvent(encoded, camera, ts, out)
 
 
 def classify_entry(camera: str, fields: Mapping[bytes, bytes]) -> tuple[FastEvent | None, str]:
@@ -373,7 +375,8 @@ def classify_entry(camera: str, fields: Mapping[bytes, bytes]) -> tuple[FastEven
             if errors and errors[0]["loc"] == ("v",):
                 return None, "version"
             return None, "schema"
-        event = FastEvent(model.to_json(), model.camera, model.ts)
+        encoded = model.to_json()
+        event = FastEvent(encoded, model.camera, model.ts, orjson.loads(encoded))
     if event.camera != camera:
         return None, "camera_mismatch"
     return event, ""

@@ -113,6 +113,19 @@ def rows(dsn: str) -> dict[str, int]:
     return {str(camera): int(n) for camera, n in result}  # type: ignore[call-overload]
 
 
+def rollup_mismatches(dsn: str) -> list[tuple[object, ...]]:
+    """Where the timeline's rollup differs from counting the events themselves (none, when
+    every row was counted exactly once)."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "WITH truth AS (SELECT camera, date_bin('10 seconds', ts, "
+            "timestamptz '1970-01-01 00:00:00+00') AS bucket, l AS label, count(*) AS n "
+            "FROM events, unnest(labels) AS l GROUP BY 1, 2, 3) "
+            "SELECT * FROM truth FULL JOIN event_counts c USING (camera, bucket, label) "
+            "WHERE truth.n IS DISTINCT FROM c.count"
+        ).fetchall()
+
+
 def stored_ids(dsn: str, camera: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
         result = conn.execute(
@@ -229,6 +242,32 @@ async def test_two_replicas_share_the_work_without_duplicates(
     assert a.metrics.duplicates._value.get() + b.metrics.duplicates._value.get() == 0
     for camera in cameras:
         assert stored_ids(dsn, camera) == stream_ids(redis_url, camera)
+    assert rollup_mismatches(dsn) == []  # both replicas added to the same counts
+
+
+async def test_labels_are_stored_as_written_and_counted_once(dsn: str) -> None:
+    """Labels reach PostgreSQL's text[] as COPY text literals: any character must survive, and a
+    batch written twice (the redelivery path) adds nothing to the timeline's counts."""
+    await asyncio.to_thread(migrate, dsn)
+    labels = ['say "hi"', "back\\slash", "{a,b}", "NULL", "tab\there", "new\nline", "é ü 人", ","]
+    body = event("odd/labels", 1)
+    body["objects"] = [
+        {"id": f"t{i}", "label": label, "score": 0.5, "box": [0.1, 0.1, 0.2, 0.2]}
+        for i, label in enumerate(labels)
+    ]
+    ts = int(body["ts"])  # type: ignore[call-overload]
+    record = to_record("odd/labels", f"{ts}-0", Event.model_validate(body).to_json())
+    writer = Writer(dsn, Metrics(), set())
+    assert await writer.write([record]) == 1
+    second = to_record("odd/labels", f"{ts}-1", Event.model_validate(body).to_json())
+    assert await writer.write([record, second]) == 1  # the first is already there
+    await writer.close()
+    with psycopg.connect(dsn) as conn:
+        stored = [r[0] for r in conn.execute("SELECT labels FROM events").fetchall()]
+        counts = dict(conn.execute("SELECT label, count FROM event_counts").fetchall())
+    assert stored == [sorted(labels), sorted(labels)]
+    assert counts == dict.fromkeys(labels, 2)
+    assert rollup_mismatches(dsn) == []
 
 
 class _Feeder(threading.Thread):
@@ -335,6 +374,8 @@ async def test_crash_and_restarts_lose_nothing_and_duplicate_nothing(
             # Every id the publisher was given is there (a retried XADD may add one more).
             assert set(feeder.ids[camera]) <= set(in_table)
             assert len(feeder.ids[camera]) > 500
+        # The timeline's counts went through the same redeliveries: each row counted once.
+        assert rollup_mismatches(dsn) == []
         client.close()
     finally:
         for proc in procs:
@@ -350,7 +391,8 @@ async def test_migrations_from_many_replicas_at_once_apply_once(dsn: str) -> Non
     await asyncio.gather(*(asyncio.to_thread(migrate, dsn) for _ in range(4)))
     with psycopg.connect(dsn) as conn:
         (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()  # type: ignore[misc]
-        assert version == "0001"
+        assert version == "0002"
+        assert conn.execute("SELECT count(*) FROM event_counts").fetchone() == (0,)
 
 
 async def test_retention_drops_old_data_and_nothing_newer(dsn: str) -> None:
@@ -395,10 +437,12 @@ async def test_retention_drops_old_data_and_nothing_newer(dsn: str) -> None:
         assert result.dropped == ()
         assert kept() == {"ret/default": 4, "ret/short": 2, "ret/long": 5}
         assert result.deleted == 4
+        assert rollup_mismatches(dsn) == []  # the timeline lost the same rows
         # The long camera gone (30d for everyone now): the 40-day-old partition is dropped.
         result = await enforce(conn, Policy(timedelta(days=30)), metrics, now)
         assert len(result.dropped) == 1
         assert kept() == {"ret/default": 4, "ret/short": 2, "ret/long": 4}
+        assert rollup_mismatches(dsn) == []
         days = await existing_partitions(conn)
     assert min(days) == (now - timedelta(days=20)).date()
     assert max(days) == (now + timedelta(days=2)).date()

@@ -237,6 +237,34 @@ async def test_timeline_counts_per_bucket_and_label(bed: Bed) -> None:
     assert by_iso["totals"] == {"person": 100, "car": 10}
 
 
+async def test_timeline_from_the_rollup_agrees_with_counting_the_events(bed: Bed) -> None:
+    """An aligned range is answered from the archiver's rollup up to its last whole 10 s and from
+    the events after that; an unaligned one from the events alone: the counts must agree."""
+    camera = f"{bed.ns}/dock"  # the camera the viewer may view, an hour no other test uses
+    start = int(datetime(2026, 11, 29, 11, tzinfo=UTC).timestamp() * 1000)
+    items = [(start + i * 1000 + 250, ("person",)) for i in range(95)]
+    items += [(start + 92_000 + i * 100, ("bike",)) for i in range(20)]
+    await store(bed.dsn, camera, items)
+    path = f"/api/cameras/{camera}/timeline"
+    aligned = {"from": str(start), "to": str(start + 95_500), "bucket": "30"}  # ends mid-bucket
+    status, body = await get(bed.gw, path, bearer(bed.viewer), aligned)
+    assert status == 200
+    assert body["buckets"] == [
+        {"start": start, "counts": {"person": 30}},
+        {"start": start + 30_000, "counts": {"person": 30}},
+        {"start": start + 60_000, "counts": {"person": 30}},
+        {"start": start + 90_000, "counts": {"bike": 20, "person": 5}},
+    ]
+    # One millisecond later the rollup's buckets no longer fit: counted from the events.
+    shifted = {"from": str(start + 1), "to": str(start + 95_500), "bucket": "30"}
+    _, other = await get(bed.gw, path, bearer(bed.viewer), shifted)
+    assert other["totals"] == body["totals"] == {"person": 95, "bike": 20}
+    assert [b["start"] - 1 for b in other["buckets"]] == [b["start"] for b in body["buckets"]]
+    labelled = {**aligned, "label": "bike"}
+    _, bikes = await get(bed.gw, path, bearer(bed.viewer), labelled)
+    assert bikes["buckets"] == [{"start": start + 90_000, "counts": {"bike": 20}}]
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [

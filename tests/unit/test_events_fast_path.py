@@ -90,6 +90,7 @@ def _agree(raw: bytes) -> None:
     if fast is None:
         return  # the model decides, whatever it decides
     assert _model(raw) == fast.json, raw
+    assert fast.doc == orjson.loads(fast.json), raw
     event = Event.model_validate_json(raw)
     assert (fast.camera, fast.ts) == (event.camera, event.ts)
 

@@ -5,6 +5,7 @@
 import { ApiError, recentEvents, timeline, type OverlayHealth, type StoredEvent } from './api';
 
 const RANGE_MS = 3600_000;
+const ROLLUP_MS = 10_000;
 const REFRESH_MS = 15_000;
 const RECENT = 8;
 const COLOURS = ['#4fc3f7', '#ffb74d', '#81c784', '#e57373', '#ba68c8', '#fff176'];
@@ -83,7 +84,8 @@ export class HistoryPanel {
   async refresh(): Promise<void> {
     window.clearTimeout(this.timer);
     const to = Date.now();
-    const from = to - RANGE_MS;
+    // From a whole 10 s: the gateway then answers from the archiver's rollup (docs/history.md).
+    const from = Math.floor((to - RANGE_MS) / ROLLUP_MS) * ROLLUP_MS;
     try {
       const [line, recent] = await Promise.all([
         timeline(this.camera, from, to),
