@@ -31,8 +31,8 @@ RETENTION_LOCK: Final = 0x63616D6672657465
 _PARTITION_RE: Final = re.compile(r"^events_p(\d{8})$")
 
 
-def migrate(dsn: str) -> None:
-    """Apply every migration up to head (blocking; call before serving)."""
+def migrate(dsn: str, revision: str = "head") -> None:
+    """Apply every migration up to `revision` (blocking; call before serving)."""
 
     def connect() -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(dsn)
@@ -46,7 +46,7 @@ def migrate(dsn: str) -> None:
                 config = Config()
                 config.set_main_option("script_location", "camfleet_archiver:migrations")
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
                 conn.commit()
             finally:
                 conn.execute(
@@ -85,7 +85,7 @@ async def existing_partitions(conn: psycopg.AsyncConnection[tuple[object, ...]])
 
 
 async def create_partitions(
-    conn: psycopg.AsyncConnection[tuple[object, ...]], days: set[date]
+    conn: psycopg.AsyncConnection[tuple[object, ...]], days: set[date], *, counts: bool = True
 ) -> None:
     """Create the daily partitions of `days` (events and their counts) that do not exist yet
     (one transaction)."""
@@ -93,10 +93,10 @@ async def create_partitions(
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
         for day in sorted(days):
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            for name, table in (
-                (partition_name(day), TABLE),
-                (counts_partition_name(day), COUNTS_TABLE),
-            ):
+            tables = [(partition_name(day), TABLE)]
+            if counts:  # False only before migration 0002 (which then adds them)
+                tables.append((counts_partition_name(day), COUNTS_TABLE))
+            for name, table in tables:
                 await conn.execute(
                     sql.SQL(
                         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
