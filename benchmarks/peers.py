@@ -38,6 +38,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,6 @@ from camfleet_dev.testbed.tools import ffmpeg, repo_root, tools_dir
 CLIP = "h264-4mbps"
 PERIOD = 200  # the clip's frame code loops every 200 frames (8 s)
 LIVEKIT_CLIENT = repo_root() / "overlay-gateway/web/node_modules/livekit-client/dist"
-PAGE_ORIGIN = "http://127.0.0.1:9"  # served by Playwright's router, never by a socket
 
 # Reads the test pattern's frame code from every presented picture (the viewer's probe does the
 # same, overlay-gateway/web/src/testhooks.ts) on whatever <video> the page creates.
@@ -117,7 +117,12 @@ CAMFLEET_PAGE = """<!doctype html>
 <script src="livekit-client.umd.js"></script>
 <script>
   const q = new URLSearchParams(location.search);
-  const room = new LivekitClient.Room({ adaptiveStream: false, dynacast: false });
+  // The product viewer's options (overlay-gateway/web/src/camera.ts): the frame-metadata worker
+  // strips the ingest's stamp trailer before the decoder sees the frame.
+  const worker = new Worker('livekit-client.fm.worker.js');
+  const room = new LivekitClient.Room({
+    adaptiveStream: true, dynacast: false, frameMetadata: { worker },
+  });
   room.on(LivekitClient.RoomEvent.TrackSubscribed, (track) => {
     if (track.kind === 'video') track.attach(document.getElementById('v'));
   });
@@ -198,8 +203,8 @@ class Running:
 class Camfleet:
     name = "camfleet"
 
-    def __init__(self, livekit: LiveKitServer, source: str, work: Path) -> None:
-        self.livekit, self.source, self.work = livekit, source, work
+    def __init__(self, livekit: LiveKitServer, source: str, work: Path, origin: str) -> None:
+        self.livekit, self.source, self.work, self.origin = livekit, source, work, origin
         self.runs = 0
 
     def start(self, cameras: int) -> Running:
@@ -225,7 +230,7 @@ class Camfleet:
         query = urllib.parse.urlencode({"url": self.livekit.url, "token": token})
         return Running(
             {"ingest": [w.proc.pid for w in workers], "livekit-server": [self.livekit.proc.pid]},
-            f"{PAGE_ORIGIN}/camfleet.html?{query}",
+            f"{self.origin}/camfleet.html?{query}",
             workers=workers,
         )
 
@@ -355,18 +360,39 @@ def window(running: Running, seconds: float) -> tuple[dict[str, float], dict[str
     return cpu, rss, wall
 
 
-def camfleet_page_handler() -> Any:
-    """Serve the camfleet viewer page and livekit-client (the library the product viewer uses)
-    from memory at PAGE_ORIGIN."""
-    umd = (LIVEKIT_CLIENT / "livekit-client.umd.js").read_bytes()
+class PageServer:
+    """Serves the camfleet viewer page and livekit-client (the library the product viewer uses)
+    on loopback: Chromium lets only a loopback page reach livekit-server on loopback (a page
+    fulfilled by Playwright's router counts as public and is refused)."""
 
-    async def handle(route: Any) -> None:
-        if route.request.url.split("?")[0].endswith("livekit-client.umd.js"):
-            await route.fulfill(body=umd, content_type="text/javascript")
-        else:
-            await route.fulfill(body=CAMFLEET_PAGE, content_type="text/html")
+    def __init__(self) -> None:
+        files = {
+            name: (LIVEKIT_CLIENT / name).read_bytes()
+            for name in ("livekit-client.umd.js", "livekit-client.fm.worker.js")
+        }
+        page = CAMFLEET_PAGE.encode()
 
-    return handle
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                name = self.path.split("?")[0].rsplit("/", 1)[-1]
+                js = files.get(name)
+                body, kind = (js, "text/javascript") if js else (page, "text/html")
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -395,7 +421,6 @@ async def run_viewers(
     system: System,
     running: Running,
     browser: Browser,
-    serve_page: Any,
     viewers: int,
     ref: Reference,
     warmup: float,
@@ -405,7 +430,6 @@ async def run_viewers(
     pages: list[Page] = []
     for _ in urls:  # one context each: no shared connection or cache between viewers
         context = await browser.new_context(viewport={"width": 800, "height": 500})
-        await context.route(f"{PAGE_ORIGIN}/**", serve_page)
         page = await context.new_page()
         await page.add_init_script(MEASURE_JS)
         pages.append(page)
@@ -489,7 +513,8 @@ async def run(
             LiveKitServer(work / "livekit") as livekit,
         ):
             source = camera.url(CLIP)
-            systems: list[System] = [Camfleet(livekit, source, work)]
+            pages = PageServer()
+            systems: list[System] = [Camfleet(livekit, source, work, pages.origin)]
             for cls, binary in ((Go2rtc, "go2rtc"), (MediaMtx, "mediamtx")):
                 path = tools_dir() / "bin" / binary
                 if path.exists():
@@ -502,7 +527,6 @@ async def run(
             ref.start()
             async with async_playwright() as pw:
                 browser = await launch_chromium(pw)
-                serve_page = camfleet_page_handler()
                 scenarios = [("ready", n, 0) for n in cameras] + [
                     ("watched", 1, v) for v in viewers
                 ]
@@ -521,7 +545,7 @@ async def run(
                                     m["ingest_threads_pct"] = threads_pct(running, wall)
                             else:
                                 m = await run_viewers(
-                                    system, running, browser, serve_page, v, ref, warmup, seconds
+                                    system, running, browser, v, ref, warmup, seconds
                                 )
                         finally:
                             await asyncio.to_thread(running.stop)
@@ -530,6 +554,7 @@ async def run(
                         rows.append(row)
                 await browser.close()
             ref.running = False
+            pages.close()
     return rows
 
 
