@@ -241,7 +241,7 @@ def checkout(revision: str, into: Path) -> Path:
     tree = into / f"rev-{revision.replace('/', '_')}"
     tree.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "-C", str(Path(__file__).parent), "archive", revision, "ingest", "src"],
+        ["git", "-C", str(Path(__file__).parent.parent), "archive", revision, "ingest", "src"],
         check=True,
         capture_output=True,
     ).stdout
@@ -275,7 +275,8 @@ def run_cpu(
             for rep in range(repeats):
                 for kind in kinds:
                     for rev, tree in trees.items() if kind == "passthrough" else [(".", None)]:
-                        tag = f"{kind[0]}{n}-{rep}-{rev.replace('/', '_')}"
+                        label = "wt" if rev == "." else rev.replace("/", "-").replace("~", "-")
+                        tag = f"{kind[0]}{n}-{rep}-{label.lower()}"
                         if kind == "passthrough":
                             procs = [
                                 start_ingest(server, camera.url(clip), work, f"{tag}-{i}", tree)
@@ -287,7 +288,7 @@ def run_cpu(
                             ]
                         spy = None
                         if profile is not None and kind == "passthrough":
-                            spy = profile / f"ingest-{n}-{rep}-{rev.replace('/', '_')}.txt"
+                            spy = profile / f"ingest-{tag}.txt"
                         try:
                             row: dict[str, object] = {"path": kind, "cameras": n}
                             if revisions:
