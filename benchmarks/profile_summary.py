@@ -67,6 +67,8 @@ INGEST_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         "idle (waiting in epoll/poll/locks)",
         ("epoll_wait", "epoll_pwait", "ff_network_wait_fd", "__poll", "poll (", "_wait_for_tstate"),
     ),
+    # take_gil waits on a condition variable: off the CPU, but a thread hand-off each time.
+    ("idle (waiting for the GIL)", ("pthread_cond_timedwait",)),
     ("metrics (prometheus_client)", ("prometheus_client", "health.py")),
     ("logging", ("logging/", "logs.py", "jsonlog")),
     ("GC", ("gc_collect", "collect_with_callback", "gc_collect_main")),
