@@ -24,6 +24,7 @@ bench: setup     ## every benchmark, by hand (~20 min); copy the printed tables 
 	.venv/bin/python benchmarks/viewer_drift.py --seconds 60
 	.venv/bin/python benchmarks/viewer_cpu.py --seconds 20
 	.venv/bin/python benchmarks/ingest_startup.py
+	.venv/bin/python benchmarks/peers.py --cameras 1,5,20 --viewers 1,10 --seconds 12  # peers from make bench-setup
 
 bench-setup:     ## the benchmark peers (go2rtc, MediaMTX) for benchmarks/peers.py, cached like setup's builds
 	scripts/bench-setup
