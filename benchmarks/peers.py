@@ -117,11 +117,12 @@ CAMFLEET_PAGE = """<!doctype html>
 <script src="livekit-client.umd.js"></script>
 <script>
   const q = new URLSearchParams(location.search);
-  // The product viewer's options (overlay-gateway/web/src/camera.ts): the frame-metadata worker
-  // strips the ingest's stamp trailer before the decoder sees the frame.
+  // As the product viewer (overlay-gateway/web/src/camera.ts): the frame-metadata worker strips
+  // the ingest's stamp trailer before the decoder sees the frame. Not its adaptiveStream: that
+  // pauses a track whose element the browser deems hidden, which headless pages can be.
   const worker = new Worker('livekit-client.fm.worker.js');
   const room = new LivekitClient.Room({
-    adaptiveStream: true, dynacast: false, frameMetadata: { worker },
+    adaptiveStream: false, dynacast: false, frameMetadata: { worker },
   });
   room.on(LivekitClient.RoomEvent.TrackSubscribed, (track) => {
     if (track.kind === 'video') track.attach(document.getElementById('v'));
