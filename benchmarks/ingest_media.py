@@ -334,7 +334,7 @@ class Reference(threading.Thread):
                     return
 
 
-async def run_latency(seconds: float) -> dict[str, object]:
+async def run_latency(seconds: float, clip: str = "h264") -> dict[str, object]:
     with (
         tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp,
         servers(Path(tmp)) as (
@@ -343,9 +343,9 @@ async def run_latency(seconds: float) -> dict[str, object]:
         ),
     ):
         work = Path(tmp)
-        ref = Reference(camera.url("h264"))
+        ref = Reference(camera.url(clip))
         ref.start()
-        ingest = start_ingest(server, camera.url("h264"), work, "lat")
+        ingest = start_ingest(server, camera.url(clip), work, "lat")
         room = rtc.Room()
         got: asyncio.Future[rtc.RemoteVideoTrack] = asyncio.get_running_loop().create_future()
 
@@ -427,6 +427,7 @@ def main() -> None:
     cpu.add_argument("--profile", type=Path, help="a folder: py-spy stacks of the first ingest")
     lat = sub.add_parser("latency")
     lat.add_argument("--seconds", type=float, default=60)
+    lat.add_argument("--clip", default="h264", help="camera stream: h264 (flat) or h264-4mbps")
     args = parser.parse_args()
     if args.what == "cpu":
         only = {k.strip() for k in args.only.split(",") if k.strip()} or None
@@ -452,7 +453,7 @@ def main() -> None:
                 f"| {r['rss_mb_per_camera']} |"
             )
     else:
-        print(json.dumps(asyncio.run(run_latency(args.seconds))))
+        print(json.dumps(asyncio.run(run_latency(args.seconds, args.clip))))
 
 
 if __name__ == "__main__":
