@@ -1,5 +1,5 @@
 # Thin wrappers: every target is one documented command.
-.PHONY: setup test lint up down bench bench-node test-node images chart kind-load
+.PHONY: setup test lint up down bench bench-setup bench-node test-node images chart kind-load
 
 setup:           ## install everything into .venv/ and .tools/ (idempotent)
 	scripts/setup
@@ -24,6 +24,10 @@ bench: setup     ## every benchmark, by hand (~20 min); copy the printed tables 
 	.venv/bin/python benchmarks/viewer_drift.py --seconds 60
 	.venv/bin/python benchmarks/viewer_cpu.py --seconds 20
 	.venv/bin/python benchmarks/ingest_startup.py
+	.venv/bin/python benchmarks/peers.py --cameras 1,5,20 --viewers 1,10 --seconds 12  # peers from make bench-setup
+
+bench-setup:     ## the benchmark peers (go2rtc, MediaMTX) for benchmarks/peers.py, cached like setup's builds
+	scripts/bench-setup
 
 bench-node: setup  ## root: the real node (start, Camera → Live vs the local runner, 20 Cameras' CPU/RSS)
 	.venv/bin/python benchmarks/node_bench.py --repeats 5 --cameras 20 --seconds 20

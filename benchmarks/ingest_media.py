@@ -5,6 +5,7 @@ processes, a real subscriber (Python LiveKit SDK).
 
     .venv/bin/python benchmarks/ingest_media.py cpu --cameras 1,5,20 --seconds 20
     .venv/bin/python benchmarks/ingest_media.py latency --seconds 60
+    .venv/bin/python benchmarks/ingest_media.py cpu --cameras 1 --only passthrough --profile DIR
 
 cpu: for N cameras, N passthrough ingests vs N FFmpeg processes doing the seed's old path
 (RTSP → MPEG-1 in MPEG-TS for JSMpeg: `-f mpegts -codec:v mpeg1video`), each pulling the same
@@ -12,7 +13,9 @@ cpu: for N cameras, N passthrough ingests vs N FFmpeg processes doing the seed's
 utime+stime from /proc over the window, as % of one core per camera, both per wall second and
 normalised per handled frame to 25 fps (a starved process on a busy machine handles fewer frames
 and would otherwise look cheaper); RSS is VmRSS per camera; `threads_pct` splits the first
-process's CPU by thread name (libwebrtc, the SDK's tokio runtime, FFmpeg name theirs).
+process's CPU by thread name (libwebrtc, the SDK's tokio runtime, FFmpeg name theirs);
+`--profile DIR` also samples the first ingest's Python threads with py-spy over the window
+(`DIR/ingest-N.txt`, raw stacks for `benchmarks/profile_summary.py --categories ingest`).
 
 latency: one passthrough ingest and one subscriber. A reference RTSP reader (PyAV, decoding)
 records when each burnt-in frame code leaves the camera; the subscriber reads the code from each
@@ -28,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,7 +107,11 @@ def ffmpeg_frames(progress: Path) -> int:
     return int(frames[-1].split("=", 1)[1]) if frames else 0
 
 
-def start_ingest(server: LiveKitServer, url: str, work: Path, name: str) -> Worker:
+def start_ingest(
+    server: LiveKitServer, url: str, work: Path, name: str, code: Path | None = None
+) -> Worker:
+    """One passthrough ingest; ``code``: a tree of another revision's ``ingest/`` and ``src/``
+    to run instead of this checkout's (`--revisions`)."""
     port = free_port()
     room = f"bench-{name}"
     token_file = work / f"{name}.token"
@@ -119,6 +127,8 @@ def start_ingest(server: LiveKitServer, url: str, work: Path, name: str) -> Work
         CAMFLEET_INGEST_HTTP_PORT=str(port),
         CAMFLEET_INGEST_TERMINATION_LOG=str(work / f"{name}.termination"),
     )
+    if code is not None:  # ahead of the editable install on sys.path
+        env["PYTHONPATH"] = f"{code / 'ingest'}:{code / 'src'}"
     log = (work / f"{name}.log").open("ab")
     proc = subprocess.Popen([INGEST], env=env, stdout=log, stderr=log)
     return Worker(proc, lambda: ingest_frames(port))
@@ -139,7 +149,23 @@ def start_jsmpeg(url: str, work: Path, name: str) -> Worker:
     return Worker(proc, lambda: ffmpeg_frames(progress))
 
 
-def measure(workers: list[Worker], warmup: float, seconds: float) -> dict[str, object]:
+def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Sample a process's Python threads (native frames included) for ``seconds``."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [
+            *(spy, "record", "--pid", str(pid), "--duration", str(int(seconds))),
+            *("--rate", "100", "--native", "--threads", "--format", "raw"),
+            *("--output", str(out)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def measure(
+    workers: list[Worker], warmup: float, seconds: float, profile: Path | None = None
+) -> dict[str, object]:
     """CPU per camera, both per wall second and normalised to 25 handled frames per second.
 
     On a busy machine a starved process handles fewer frames and so looks cheaper per wall
@@ -163,6 +189,7 @@ def measure(workers: list[Worker], warmup: float, seconds: float) -> dict[str, o
     cpu0 = [cpu_seconds(w.proc.pid) for w in workers]
     threads0 = thread_cpu_seconds(workers[0].proc.pid)
     frames0 = [w.frames() for w in workers]
+    spy = py_spy(workers[0].proc.pid, seconds, profile) if profile else None
     t0 = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - t0
@@ -171,6 +198,8 @@ def measure(workers: list[Worker], warmup: float, seconds: float) -> dict[str, o
     threads.subtract(threads0)
     frames = [w.frames() - f for w, f in zip(workers, frames0, strict=True)]
     rss = [rss_mb(w.proc.pid) for w in workers]
+    if spy is not None:
+        spy.wait(30)
     fps = statistics.mean(frames) / wall
     return {
         "fps_per_camera": round(fps, 1),
@@ -207,7 +236,30 @@ def servers(work: Path) -> Iterator[tuple[RtspCamera, LiveKitServer]]:
         yield camera, server
 
 
-def run_cpu(cameras: list[int], seconds: float, clip: str) -> list[dict[str, object]]:
+def checkout(revision: str, into: Path) -> Path:
+    """This repository's ``ingest/`` and ``src/`` at ``revision``, unpacked under ``into``."""
+    tree = into / f"rev-{revision.replace('/', '_')}"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(Path(__file__).parent.parent), "archive", revision, "ingest", "src"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def run_cpu(
+    cameras: list[int],
+    seconds: float,
+    clip: str,
+    only: set[str] | None = None,
+    revisions: list[str] | None = None,
+    profile: Path | None = None,
+    repeats: int = 1,
+) -> list[dict[str, object]]:
+    """``revisions``: passthrough rows for each of these revisions (this checkout: "."),
+    interleaved, so that a change is measured side by side with its parent in one run."""
     results: list[dict[str, object]] = []
     with (
         tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp,
@@ -217,21 +269,38 @@ def run_cpu(cameras: list[int], seconds: float, clip: str) -> list[dict[str, obj
         ),
     ):
         work = Path(tmp)
+        trees = {r: None if r == "." else checkout(r, work) for r in revisions or ["."]}
+        kinds = [k for k in ("passthrough", "jsmpeg") if only is None or k in only]
         for n in cameras:
-            for kind in ("passthrough", "jsmpeg"):
-                if kind == "passthrough":
-                    procs = [
-                        start_ingest(server, camera.url(clip), work, f"p{n}-{i}") for i in range(n)
-                    ]
-                else:
-                    procs = [start_jsmpeg(camera.url(clip), work, f"j{n}-{i}") for i in range(n)]
-                try:
-                    row: dict[str, object] = {"path": kind, "cameras": n}
-                    row |= measure(procs, 6, seconds)
-                finally:
-                    stop(procs)
-                print(json.dumps(row), flush=True)
-                results.append(row)
+            for rep in range(repeats):
+                for kind in kinds:
+                    for rev, tree in trees.items() if kind == "passthrough" else [(".", None)]:
+                        label = "wt" if rev == "." else rev.replace("/", "-").replace("~", "-")
+                        tag = f"{kind[0]}{n}-{rep}-{label.lower()}"
+                        if kind == "passthrough":
+                            procs = [
+                                start_ingest(server, camera.url(clip), work, f"{tag}-{i}", tree)
+                                for i in range(n)
+                            ]
+                        else:
+                            procs = [
+                                start_jsmpeg(camera.url(clip), work, f"{tag}-{i}") for i in range(n)
+                            ]
+                        spy = None
+                        if profile is not None and kind == "passthrough":
+                            spy = profile / f"ingest-{tag}.txt"
+                        try:
+                            row: dict[str, object] = {"path": kind, "cameras": n}
+                            if revisions:
+                                row["revision"] = rev
+                            row["load_avg_1m"] = round(os.getloadavg()[0], 2)
+                            row |= measure(procs, 6, seconds, spy)
+                        finally:
+                            stop(procs)
+                        print(json.dumps(row), flush=True)
+                        results.append(row)
+        if only is not None and "transcode" not in only:
+            return results
         procs = [start_ingest(server, camera.url("h265"), work, "transcode")]
         try:
             row = {"path": "transcode (h265→h264)", "cameras": 1}
@@ -265,7 +334,7 @@ class Reference(threading.Thread):
                     return
 
 
-async def run_latency(seconds: float) -> dict[str, object]:
+async def run_latency(seconds: float, clip: str = "h264") -> dict[str, object]:
     with (
         tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp,
         servers(Path(tmp)) as (
@@ -274,9 +343,9 @@ async def run_latency(seconds: float) -> dict[str, object]:
         ),
     ):
         work = Path(tmp)
-        ref = Reference(camera.url("h264"))
+        ref = Reference(camera.url(clip))
         ref.start()
-        ingest = start_ingest(server, camera.url("h264"), work, "lat")
+        ingest = start_ingest(server, camera.url(clip), work, "lat")
         room = rtc.Room()
         got: asyncio.Future[rtc.RemoteVideoTrack] = asyncio.get_running_loop().create_future()
 
@@ -348,21 +417,43 @@ def main() -> None:
         default="h264-4mbps",
         help="camera stream: h264-4mbps (a real camera's bitrate) or h264 (flat, tiny)",
     )
+    cpu.add_argument("--only", default="", help="passthrough,jsmpeg,transcode (default: all)")
+    cpu.add_argument(
+        "--revisions",
+        default="",
+        help="git revisions of the ingest to run side by side (this checkout: .), e.g. main,.",
+    )
+    cpu.add_argument("--repeats", type=int, default=1, help="rounds per camera count")
+    cpu.add_argument("--profile", type=Path, help="a folder: py-spy stacks of the first ingest")
     lat = sub.add_parser("latency")
     lat.add_argument("--seconds", type=float, default=60)
+    lat.add_argument("--clip", default="h264", help="camera stream: h264 (flat) or h264-4mbps")
     args = parser.parse_args()
     if args.what == "cpu":
-        rows = run_cpu([int(n) for n in args.cameras.split(",")], args.seconds, args.clip)
+        only = {k.strip() for k in args.only.split(",") if k.strip()} or None
+        revisions = [r.strip() for r in args.revisions.split(",") if r.strip()] or None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        rows = run_cpu(
+            [int(n) for n in args.cameras.split(",")],
+            args.seconds,
+            args.clip,
+            only,
+            revisions,
+            args.profile,
+            args.repeats,
+        )
         print("\n| path | cameras | fps/camera | CPU %/camera | CPU % at 25 fps | RSS MB/camera |")
         print("|---|---|---|---|---|---|")
         for r in rows:
+            path = f"{r['path']} @ {r['revision']}" if "revision" in r else r["path"]
             print(
-                f"| {r['path']} | {r['cameras']} | {r['fps_per_camera']} "
+                f"| {path} | {r['cameras']} | {r['fps_per_camera']} "
                 f"| {r['cpu_pct_per_camera']} | {r['cpu_pct_at_25fps']} "
                 f"| {r['rss_mb_per_camera']} |"
             )
     else:
-        print(json.dumps(asyncio.run(run_latency(args.seconds))))
+        print(json.dumps(asyncio.run(run_latency(args.seconds, args.clip))))
 
 
 if __name__ == "__main__":

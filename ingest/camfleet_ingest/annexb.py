@@ -39,6 +39,17 @@ def nal_type(nal: bytes) -> int:
     return nal[0] & 0x1F
 
 
+def nal_types(data: bytes) -> list[int]:
+    """The types of the NAL units of an Annex B byte string, read in place (no unit copied)."""
+    kinds = []
+    last = len(data) - 4
+    i = data.find(b"\x00\x00\x01")
+    while 0 <= i <= last:
+        kinds.append(data[i + 3] & 0x1F)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return kinds
+
+
 def is_annexb(data: bytes) -> bool:
     return data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
 
@@ -88,8 +99,13 @@ def prepare_access_unit(data: bytes, params: ParameterSets) -> AccessUnit:
 
     In-band parameter sets update ``params`` (a camera may change them on a resolution switch);
     an IDR without them gets the cached ones inserted after the access unit delimiter, where the
-    standard puts them.
+    standard puts them. A delta frame (all but one in a GOP) is only scanned for its unit types
+    and passed on as it is, without splitting it into copies of its units.
     """
+    if data.startswith(START_CODE):
+        kinds = nal_types(data)
+        if NAL_IDR not in kinds and NAL_SPS not in kinds and NAL_PPS not in kinds:
+            return AccessUnit(data, False)
     nals = list(iter_nals(data))
     params.update_from(nals)
     kinds = [nal_type(nal) for nal in nals]

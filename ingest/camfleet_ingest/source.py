@@ -136,7 +136,10 @@ class RtspSource:
         url = url_with_credentials(s.source_url, username, password)
         options = {
             "rtsp_transport": s.transport,
-            # Socket I/O timeout in µs: a silent camera fails the read instead of hanging.
+            # Socket I/O timeout in µs, connect and DESCRIBE included: a silent camera fails the
+            # open or the read instead of hanging. Not PyAV's `timeout=`: that installs an
+            # interrupt callback which FFmpeg calls on every socket operation (~1,000 a second
+            # at 4 Mbit/s), each taking the GIL from the event loop (docs/benchmarks.md, #15).
             "timeout": str(int(s.read_timeout_s * 1_000_000)),
             # Probe just enough to learn codec, size and reordering (all in the SPS): every
             # probed frame delays the first published one (1 s of probing costs 0.6 s more).
@@ -144,9 +147,7 @@ class RtspSource:
             "fflags": "nobuffer",
         }
         try:
-            container = av.open(
-                url, "r", options=options, timeout=(s.open_timeout_s, s.read_timeout_s)
-            )
+            container = av.open(url, "r", options=options)
         except Exception as exc:
             # The exception text holds the URL with credentials: only the type travels on.
             raise classify_source_error(exc, s.camera) from None

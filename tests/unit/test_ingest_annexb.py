@@ -19,6 +19,7 @@ from camfleet_ingest.annexb import (
     iter_nals,
     join_nals,
     nal_type,
+    nal_types,
     prepare_access_unit,
 )
 from camfleet_ingest.source import AnnexBConverter
@@ -56,6 +57,15 @@ def test_complete_idr_and_delta_frames_pass_unchanged() -> None:
     au = prepare_access_unit(delta, params)
     assert (au.data, au.keyframe) == (delta, False)
     assert kinds(au.data) == [NAL_AUD, NAL_SLICE]
+
+
+def test_a_delta_frame_passes_as_the_same_bytes_and_its_types_are_read_in_place() -> None:
+    params = ParameterSets.from_extradata(join_nals([SPS, PPS]))
+    delta = join_nals([AUD, SLICE, SLICE])
+    assert prepare_access_unit(delta, params).data is delta  # no copy on the hot path
+    mixed = b"\x00\x00\x00\x01" + AUD + b"\x00\x00\x01" + SLICE + b"\x00\x00\x00\x01" + IDR
+    assert nal_types(mixed) == [NAL_AUD, NAL_SLICE, NAL_IDR] == kinds(mixed)
+    assert nal_types(b"") == nal_types(b"\x00\x00\x01") == []
 
 
 def test_in_band_parameter_sets_replace_the_extradata_ones() -> None:
