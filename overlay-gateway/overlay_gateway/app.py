@@ -27,6 +27,7 @@ from overlay_gateway.auth import (
     StaticTokenAuthenticator,
 )
 from overlay_gateway.broker import Broker, connect
+from overlay_gateway.channel import Channels
 from overlay_gateway.freshness import Freshness
 from overlay_gateway.history import History
 from overlay_gateway.history_api import setup_history_routes
@@ -50,7 +51,7 @@ def init_app(settings: Settings) -> web.Application:
         settings.handshake_timeout_seconds, settings.max_connections, metrics
     )
     admission.websockets = lambda: len(app[keys.HUB].connections)
-    app[keys.SESSIONS] = set()
+    app[keys.CHANNELS] = Channels(settings.heartbeat_seconds, metrics)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_kube_ctx)
     app.cleanup_ctx.append(_history_ctx)
@@ -172,6 +173,7 @@ async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_admission(app: web.Application) -> None:
     app[keys.ADMISSION].close()
+    app[keys.CHANNELS].stop()
 
 
 async def _close_clients(app: web.Application) -> None:
@@ -179,18 +181,12 @@ async def _close_clients(app: web.Application) -> None:
     # No event frame may follow a close frame: take every connection off the fan-out first.
     for conn in list(app[keys.HUB].connections):
         conn.close()
-    live: set[web.WebSocketResponse] = app[keys.SESSIONS]
-    sessions = list(live)
-    if not sessions:
+    channels = app[keys.CHANNELS]
+    if not channels:
         return
-    log.info("closing client connections", extra={"count": len(sessions)})
-    closing = [
-        ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sessions
-    ]
+    log.info("closing client connections", extra={"count": len(channels)})
     grace = app[keys.SETTINGS].shutdown_grace_seconds
-    try:
-        await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout=grace)
-    except TimeoutError:
+    if not await channels.close_all(WSCloseCode.GOING_AWAY, "server shutting down", grace):
         log.warning("some clients did not close in time")
 
 

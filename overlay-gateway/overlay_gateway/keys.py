@@ -10,6 +10,7 @@ from aiohttp import web
 from overlay_gateway.admission import Admission
 from overlay_gateway.auth import Authenticator, Authorizer
 from overlay_gateway.broker import Broker
+from overlay_gateway.channel import Channels
 from overlay_gateway.freshness import Freshness
 from overlay_gateway.history import History
 from overlay_gateway.hub import Hub
@@ -28,4 +29,4 @@ AUTHORIZER = web.AppKey("authorizer", Authorizer)
 ADMISSION = web.AppKey("admission", Admission)
 FRESHNESS = web.AppKey("freshness", Freshness)
 HISTORY: web.AppKey[History | None] = web.AppKey("history")
-SESSIONS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sessions")
+CHANNELS = web.AppKey("channels", Channels)  # the open /ws connections

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from camfleet.events import parse_camera
 from overlay_gateway import keys
@@ -25,23 +21,12 @@ from overlay_gateway.auth import (
     RequestInfo,
     authenticate,
 )
-from overlay_gateway.broker import ReplayResult
-from overlay_gateway.guard import GuardedWebSocketResponse
+from overlay_gateway.channel import Channel
 from overlay_gateway.hub import Connection, text_frame
-from overlay_gateway.limits import TokenBucket
-from overlay_gateway.protocol import (
-    PONG,
-    PROTOCOL_VERSION,
-    ErrorCode,
-    Ping,
-    ProtocolError,
-    Subscribe,
-    Unsubscribe,
-    dumps,
-    error_message,
-    parse_client_message,
-)
+from overlay_gateway.protocol import PROTOCOL_VERSION, ErrorCode, dumps
+from overlay_gateway.session import Session
 from overlay_gateway.tokens import mint_viewer_token, room_name
+from overlay_gateway.upgrade import TakenOver, handshake, take_over
 
 log = logging.getLogger(__name__)
 
@@ -161,170 +146,6 @@ async def issue_token(request: web.Request) -> web.Response:
     )
 
 
-class _Session:
-    """One WebSocket client: parses its messages and (un)subscribes it."""
-
-    def __init__(
-        self,
-        app: web.Application,
-        ws: web.WebSocketResponse,
-        conn: Connection,
-        identity: Identity,
-    ) -> None:
-        self.app = app
-        self.ws = ws
-        self.conn = conn
-        self.identity = identity
-        self.settings = settings = app[keys.SETTINGS]
-        self.hub = app[keys.HUB]
-        self.broker = app[keys.BROKER]
-        self.metrics = app[keys.METRICS]
-        self.subscribes = TokenBucket(
-            settings.subscribe_rate_per_second, settings.subscribe_burst, time.monotonic()
-        )
-        self.refused_in_a_row = 0
-
-    def send(self, payload: bytes) -> None:
-        self.conn.send(text_frame(payload), None)
-
-    def error(self, code: ErrorCode, message: str, camera: str | None = None) -> None:
-        self.send(error_message(code, message, camera))
-
-    async def refuse(self, code: WSCloseCode, reason: str) -> None:
-        """Close the connection for a violation: the close frame is the last frame it gets."""
-        self.metrics.protocol_closes.labels(str(int(code))).inc()
-        log.info(
-            "closing client connection",
-            extra={"connection": self.conn.ident, "code": int(code), "reason": reason},
-        )
-        # Off the fan-out first: no event frame may follow the close frame.
-        self.release()
-        # close() sends the close frame, then reads (drains) until the client's close frame.
-        await self.ws.close(code=code, message=reason.encode()[:123])
-
-    def release(self) -> None:
-        for camera in self.hub.remove(self.conn):
-            self.broker.release(camera)
-
-    async def handle(self, data: str) -> None:
-        try:
-            msg = parse_client_message(data)
-        except ProtocolError as exc:
-            self.error(exc.code, exc.message)
-            return
-        if isinstance(msg, Ping):
-            self.send(PONG)
-        elif isinstance(msg, Unsubscribe):
-            for camera in dict.fromkeys(msg.cameras):
-                if self.hub.unsubscribe(self.conn, camera):
-                    self.broker.release(camera)
-                self.send(dumps({"type": "unsubscribed", "camera": camera}))
-        elif isinstance(msg, Subscribe):
-            await self._subscribe(msg)
-
-    def _refused(self, reason: str, n: int = 1) -> None:
-        self.metrics.subscribes_refused.labels(reason).inc(n)
-
-    async def _subscribe(self, msg: Subscribe) -> None:
-        settings = self.settings
-        if not self.subscribes.take(time.monotonic()):
-            self._refused("rate_limited")
-            self.refused_in_a_row += 1
-            if self.refused_in_a_row >= settings.subscribe_burst:
-                await self.refuse(WSCloseCode.POLICY_VIOLATION, "too many subscribe messages")
-                return
-            self.error(
-                ErrorCode.RATE_LIMITED,
-                f"at most {settings.subscribe_rate_per_second:g} subscribe messages a second",
-            )
-            return
-        self.refused_in_a_row = 0
-        if len(msg.cameras) > settings.max_cameras_per_message:
-            self._refused("too_many_cameras")
-            self.error(
-                ErrorCode.TOO_MANY_CAMERAS,
-                f"at most {settings.max_cameras_per_message} cameras per subscribe message",
-            )
-            return
-        unknown = set(msg.since) - set(msg.cameras)
-        if unknown:
-            self.error(ErrorCode.BAD_REQUEST, "since names cameras not being subscribed")
-            return
-        wanted: list[str] = []
-        for camera in dict.fromkeys(msg.cameras):
-            try:
-                parse_camera(camera)
-            except ValueError:
-                self.error(ErrorCode.INVALID_CAMERA, "expected '<namespace>/<name>'", camera)
-                continue
-            if camera in self.conn.cameras:
-                continue  # already live; a second subscribe is a no-op
-            wanted.append(camera)
-        # Cameras past the connection's limit are refused before they cost a lookup.
-        room = max(0, settings.max_subscriptions - len(self.conn.cameras))
-        if len(wanted) > room:
-            self._refused("too_many_subscriptions", len(wanted) - room)
-            for camera in wanted[room:]:
-                self._too_many(camera)
-            wanted = wanted[:room]
-        authorizer = self.app[keys.AUTHORIZER]
-        try:
-            decisions = await asyncio.gather(
-                *(authorizer.check(self.identity, parse_camera(c)) for c in wanted)
-            )
-        except AuthUnavailable:
-            for camera in wanted:
-                self.error(ErrorCode.UNAVAILABLE, "authorisation unavailable, retry", camera)
-            return
-        allowed: list[str] = []
-        for camera, decision in zip(wanted, decisions, strict=True):
-            if decision is Decision.NOT_FOUND:
-                self.error(ErrorCode.NOT_FOUND, "no such camera", camera)
-            elif decision is not Decision.ALLOWED:
-                self.error(ErrorCode.FORBIDDEN, "not allowed to view this camera", camera)
-            elif len(self.conn.cameras) >= self.settings.max_subscriptions:
-                self._too_many(camera)
-            else:
-                # Attached now (frames held back) so that nothing published meanwhile is lost.
-                self.hub.subscribe(self.conn, camera)
-                allowed.append(camera)
-        await asyncio.gather(*(self._activate(c, msg.since.get(c)) for c in allowed))
-
-    def _too_many(self, camera: str) -> None:
-        self.error(
-            ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-            f"at most {self.settings.max_subscriptions} cameras per connection",
-            camera,
-        )
-
-    async def _activate(self, camera: str, since: str | None) -> None:
-        try:
-            await self.broker.watch(camera)
-        except BaseException:
-            # watch() holds its reference from before its first await: give it back.
-            if self.hub.unsubscribe(self.conn, camera):
-                self.broker.release(camera)
-            raise
-        replay = ReplayResult([], False)
-        if since is not None:
-            try:
-                replay = await self.broker.replay(camera, since, self.settings.replay_max_events)
-            except (RedisError, OSError):
-                # Live delivery goes on; the client learns that history is incomplete.
-                replay = ReplayResult([], True)
-        state = "degraded" if self.broker.degraded(camera) else "live"
-        ack = dumps(
-            {
-                "type": "subscribed",
-                "camera": camera,
-                "replayed": len(replay.events),
-                "gap": replay.gap,
-                "state": state,
-            }
-        )
-        self.hub.activate(self.conn, camera, [text_frame(ack)], replay.events, since)
-
-
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings, hub, m = app[keys.SETTINGS], app[keys.HUB], app[keys.METRICS]
@@ -337,34 +158,31 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if isinstance(identity, web.Response):
         m.connections_refused.labels("unauthenticated").inc()
         return identity
-    ws = GuardedWebSocketResponse(
-        protocols=(WS_SUBPROTOCOL,),
-        heartbeat=settings.heartbeat_seconds,
-        max_msg_size=settings.max_message_bytes,
-        compress=False,  # pre-built frames are shared verbatim; no per-client deflate state
-    )
-    await ws.prepare(request)
+    answer = handshake(request, WS_SUBPROTOCOL)
+    if isinstance(answer, web.Response):
+        return answer
     admission.admit(request.protocol)
     transport = request.transport
-    if transport is None:
-        return ws
+    if transport is None or transport.is_closing():
+        return TakenOver()  # the client left meanwhile: nothing to answer
+    ident = f"c{next(_conn_ids)}"
+    # From here on the socket is the channel's; aiohttp keeps nothing of it (upgrade.py).
+    channel = Channel(app[keys.CHANNELS], transport, settings.max_message_bytes, ident)
     conn = Connection(
         hub,
         transport,
-        ident=f"c{next(_conn_ids)}",
+        ident=ident,
         queue_size=settings.send_queue_size,
         high_water=settings.socket_high_water_bytes,
         slow_timeout=settings.slow_client_timeout_seconds,
         # The client does not read, so a close frame would never reach it: cut the socket.
-        kick=lambda _reason: transport.abort(),
+        kick=channel.abort,
     )
     hub.add(conn)
-    sessions = app[keys.SESSIONS]
-    sessions.add(ws)
-    session = _Session(app, ws, conn, identity)
+    session = Session(app, channel, conn, identity)
     log.info(
         "client connected",
-        extra={"connection": conn.ident, "user": identity.user, "via": identity.via},
+        extra={"connection": ident, "user": identity.user, "via": identity.via},
     )
     hello: dict[str, Any] = {
         "type": "hello",
@@ -378,30 +196,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             "messageBytes": settings.max_message_bytes,
         },
     }
-    session.send(dumps(hello))
-    guard = ws.guard
-    try:
-        async for msg in ws:
-            if guard.violation is not None:
-                # The guard stopped the frame; this message only woke us up.
-                await session.refuse(guard.violation.code, guard.violation.reason)
-                break
-            if msg.type is WSMsgType.TEXT:
-                await session.handle(msg.data)
-            elif msg.type is WSMsgType.BINARY:  # pragma: no cover - the guard refuses them
-                await session.refuse(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
-            elif msg.type is WSMsgType.ERROR:
-                break
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        pass
-    finally:
-        session.release()
-        sessions.discard(ws)
-        log.info(
-            "client disconnected",
-            extra={"connection": conn.ident, "dropped": conn.dropped, "code": ws.close_code},
-        )
-    return ws
+    tail = take_over(request, channel)
+    channel.open(session, answer + text_frame(dumps(hello)), tail)
+    return TakenOver()
 
 
 async def viewer_page(_request: web.Request) -> web.StreamResponse:
