@@ -17,13 +17,22 @@ For each client count, the same load runs against each server in turn:
 Before that, the CPU per delivery of both fan-outs is measured in-process with no-op sockets,
 a figure that other processes competing for the CPU do not distort.
 
-Then idle memory: N subscribed clients that receive nothing; (RSS after - RSS before) / N.
+Then idle memory: N subscribed clients that receive nothing; (RSS after - RSS before) / N, for
+each server of `--idle-modes`.
+
+`--ramp` replaces the fixed-rate runs: at each client count the offered event rate rises step
+by step until p99 passes `--p99-bound` (50 ms); with `--pin 0:1` the server under test runs on
+CPU 0 and Redis, the publisher and the load generator on CPU 1 (taskset), for every server.
 
     .venv/bin/python benchmarks/gateway_fanout.py                        # bounded, ~1.5 min
     .venv/bin/python benchmarks/gateway_fanout.py --clients 100,2000,10000 --idle 10000
     .venv/bin/python benchmarks/gateway_fanout.py --modes shared,node --node-modules DIR
     .venv/bin/python benchmarks/gateway_fanout.py --clients 100,1000 --modes shared --idle 2000 \
         --profile DIR    # py-spy stacks per run, tracemalloc of the idle connections
+    .venv/bin/python benchmarks/gateway_fanout.py --clients "" --idle 10000 \
+        --idle-modes shared,node --node-modules DIR      # idle memory, side by side
+    .venv/bin/python benchmarks/gateway_fanout.py --clients 1000 --modes shared,node \
+        --node-modules DIR --pin 0:1 --ramp 10,20,40,60,80,120,160 --idle 0
 
 Prints one JSON line per scenario and a Markdown table at the end.
 """
@@ -231,10 +240,23 @@ def publish(redis_url: str, cams: int, rate: float) -> None:
 # --- orchestration ---------------------------------------------------------------------------
 
 
+# `--pin`: the server under test on one core, everything else (Redis, publisher, load
+# generator) on the other, the same for every server. Empty: no pinning.
+SERVER_CPUS: list[str] = []
+OTHER_CPUS: list[str] = []
+
+
 class Proc:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, stdin: bool = False):
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        stdin: bool = False,
+        server: bool = False,
+    ):
+        cpus = SERVER_CPUS if server else OTHER_CPUS
         self.p = subprocess.Popen(
-            args,
+            [*cpus, *args],
             env={**os.environ, **(env or {})},
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -295,7 +317,7 @@ def start_node_peer(redis_url: str, cams: int, node_modules: str) -> tuple[Proc,
         "CAMS": str(cams),
         "NODE_PATH": node_modules,
     }
-    peer = Proc(["node", str(HERE / "gateway_node_peer.js")], env)
+    peer = Proc(["node", str(HERE / "gateway_node_peer.js")], env, server=True)
     if peer.readline() != "ready":  # printed once its readers are created
         raise RuntimeError("the Node peer did not start")
     deadline = time.monotonic() + 10
@@ -323,7 +345,7 @@ def start_gateway(mode: str, redis_url: str, trace: str = "") -> tuple[Proc, str
         "CAMFLEET_GATEWAY_LOG_LEVEL": "WARNING",
     }
     args = [sys.executable, str(Path(__file__)), "serve", "--mode", mode]
-    gw = Proc(args + (["--trace", trace] if trace else []), env)
+    gw = Proc(args + (["--trace", trace] if trace else []), env, server=True)
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/readyz", timeout=90 if trace else 20)  # tracemalloc slows start-up
     return gw, base
@@ -426,8 +448,13 @@ def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def idle_rss(redis_url: str, n: int, trace: str = "") -> dict[str, Any]:
-    gw, base = start_gateway("shared", redis_url, trace)
+def idle_rss(
+    redis_url: str, n: int, trace: str = "", mode: str = "shared", node_modules: str = ""
+) -> dict[str, Any]:
+    if mode == "node":
+        gw, base = start_node_peer(redis_url, 50, node_modules)
+    else:
+        gw, base = start_gateway(mode, redis_url, trace)
     try:
         # One client first, so that per-process warm-up (imports, first reader) is not counted.
         warm = run_idle(base, 1)
@@ -443,10 +470,11 @@ def idle_rss(redis_url: str, n: int, trace: str = "") -> dict[str, Any]:
             os.kill(gw.pid, signal.SIGUSR1)
             time.sleep(10)
             trace_report(trace, n)
-        conns = metric(base, "camfleet_gateway_connections")
+        conns = metric(base, "camfleet_gateway_connections") if mode != "node" else None
         lg.stop()
         warm.stop()
         return {
+            "mode": mode,
             "idle_clients": n,
             "connections": conns,
             "rss_before_mb": round(before / 2**20, 1),
@@ -455,6 +483,82 @@ def idle_rss(redis_url: str, n: int, trace: str = "") -> dict[str, Any]:
         }
     finally:
         gw.stop()
+
+
+def ramp(
+    base: str,
+    n: int,
+    rates: list[float],
+    args: argparse.Namespace,
+    gw: Proc,
+    redis_url: str,
+    metrics: bool,
+) -> list[dict[str, Any]]:
+    """Raise the offered event rate with `n` clients connected until p99 passes the bound.
+
+    One step per rate: a fresh publisher at that rate, `--warmup` s, then `--measure` s
+    measured. Stops after the first step whose p99 exceeds `--p99-bound` ms or that delivers
+    less than 95 % of what was offered (the server falls behind).
+    """
+    lg = Proc(
+        [
+            *("node", str(LOADGEN), base.replace("http", "ws") + "/ws"),
+            *(str(n), str(args.cams), str(args.cams_per_client), TOKEN),
+        ],
+        stdin=True,
+    )
+    steps: list[dict[str, Any]] = []
+    try:
+        line = lg.readline()
+        if not line.startswith("CONNECTED"):
+            raise RuntimeError(f"load generator: {line!r}")
+        if metrics:
+            deadline = time.monotonic() + 120
+            while metric(base, "camfleet_gateway_subscriptions") < n * args.cams_per_client:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the gateway never finished the subscriptions")
+                time.sleep(0.1)
+        for rate in rates:
+            pub = Proc(
+                [
+                    *(sys.executable, str(Path(__file__)), "publish", "--redis", redis_url),
+                    *("--cams", str(args.cams), "--rate", str(rate)),
+                ]
+            )
+            try:
+                time.sleep(args.warmup)
+                lg.send("start")
+                cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
+                time.sleep(args.measure)
+                lg.send("stop")
+                cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
+            finally:
+                pub.stop()
+            stats: dict[str, Any] = json.loads(lg.readline())
+            offered = rate * n * args.cams_per_client
+            step = {
+                "clients": n,
+                "rate_per_camera": rate,
+                "offered": offered,
+                "rate": round(stats["rate"]),
+                "p50": stats["p50"],
+                "p99": stats["p99"],
+                "server_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+                "lg_cpu_pct": round(stats["cpu_pct"], 1),
+                "lg_loop_p99": round(stats["lg_loop_p99"], 1),
+                "load1": float(Path("/proc/loadavg").read_text().split()[0]),
+            }
+            step["sustained"] = step["p99"] <= args.p99_bound and step["rate"] >= 0.95 * offered
+            steps.append(step)
+            print(json.dumps(step), flush=True)
+            time.sleep(1)  # the queues drain before the next step
+            if not step["sustained"]:
+                break
+        lg.send("exit")
+        lg.p.wait(10)
+        return steps
+    finally:
+        lg.stop()
 
 
 def trace_report(trace: str, n: int, top: int = 25) -> None:
@@ -501,6 +605,10 @@ def orchestrate(args: argparse.Namespace) -> None:
     if shutil.which("node") is None:
         raise SystemExit("node is required for the load generator")
     clients = [int(c) for c in args.clients.split(",") if c]  # "": only the idle run
+    if args.pin:
+        server_cpu, other_cpu = args.pin.split(":")
+        SERVER_CPUS[:] = ["taskset", "-c", server_cpu]
+        OTHER_CPUS[:] = ["taskset", "-c", other_cpu]
     with tempfile.TemporaryDirectory() as tmp:
         rport = free_port()
         redis = Proc(
@@ -520,7 +628,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         )
         redis_url = f"redis://127.0.0.1:{rport}/0"
         results: list[dict[str, Any]] = []
-        idle: dict[str, Any] | None = None
+        idles: list[dict[str, Any]] = []
         try:
             time.sleep(0.3)
             pub_args = [
@@ -537,6 +645,8 @@ def orchestrate(args: argparse.Namespace) -> None:
             print(f"# {machine()}", flush=True)
             cpu = fanout_cpu()
             print(json.dumps({"fanout_cpu_per_delivery": cpu}), flush=True)
+            rates = [float(r) for r in args.ramp.split(",") if r]
+            ramps: list[dict[str, Any]] = []
             for n in clients:
                 for mode in args.modes.split(","):
                     if mode == "node":
@@ -544,6 +654,12 @@ def orchestrate(args: argparse.Namespace) -> None:
                     else:
                         gw, base = start_gateway(mode, redis_url)
                     try:
+                        if rates:
+                            for step in ramp(
+                                base, n, rates, args, gw, redis_url, metrics=mode != "node"
+                            ):
+                                ramps.append({**step, "mode": mode})
+                            continue
                         stats = run_clients(
                             base,
                             n,
@@ -567,9 +683,10 @@ def orchestrate(args: argparse.Namespace) -> None:
                     results.append(stats)
                     print(json.dumps(stats), flush=True)
             trace = str(Path(args.profile) / "idle-tracemalloc") if args.profile else ""
-            idle = idle_rss(redis_url, args.idle, trace) if args.idle else None
-            if idle:
-                print(json.dumps(idle), flush=True)
+            for mode in args.idle_modes.split(",") if args.idle else ():
+                one = idle_rss(redis_url, args.idle, trace, mode, args.node_modules)
+                idles.append(one)
+                print(json.dumps(one), flush=True)
         finally:
             redis.stop()
     print()
@@ -595,12 +712,43 @@ def orchestrate(args: argparse.Namespace) -> None:
         f"Fan-out CPU per delivery, in-process (no sockets): shared {cpu['shared_ns']} ns, "
         f"naive {cpu['naive_ns']} ns ({cpu['ratio']}x)."
     )
-    if idle:
+    for idle in idles:
         print()
         print(
-            f"Idle: {idle['idle_clients']} subscribed clients, RSS {idle['rss_before_mb']} → "
-            f"{idle['rss_after_mb']} MB = **{idle['kb_per_connection']} KB per connection**."
+            f"Idle ({idle['mode']}): {idle['idle_clients']} subscribed clients, RSS "
+            f"{idle['rss_before_mb']} → {idle['rss_after_mb']} MB = "
+            f"**{idle['kb_per_connection']} KB per connection**."
         )
+    if ramps:
+        print()
+        print(f"Ramp (p99 bound {args.p99_bound:g} ms, pinned: {args.pin or 'no'}):")
+        print()
+        print(
+            "| clients | server | events/s per camera | offered/s | deliveries/s | p50 ms | p99 ms "
+            "| server CPU % | load-gen CPU % | load-gen loop p99 ms | sustained |"
+        )
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in ramps:
+            print(
+                f"| {r['clients']} | {r['mode']} | {r['rate_per_camera']:g} | {r['offered']:,.0f}"
+                f" | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_cpu_pct']:.0f}"
+                f" | {r['lg_cpu_pct']:.0f} | {r['lg_loop_p99']:.0f}"
+                f" | {'yes' if r['sustained'] else 'no'} |"
+            )
+        print()
+        for n in clients:
+            best = {
+                mode: max(
+                    (
+                        r["rate"]
+                        for r in ramps
+                        if r["clients"] == n and r["mode"] == mode and r["sustained"]
+                    ),
+                    default=0,
+                )
+                for mode in args.modes.split(",")
+            }
+            print(f"Max sustained deliveries/s at {n} clients: {best}")
 
 
 def main() -> None:
@@ -635,6 +783,22 @@ def main() -> None:
         help="a folder: py-spy stacks of the gateway per run (raw), tracemalloc of the idle run",
     )
     parser.add_argument("--idle", type=int, default=2000, help="idle clients for RSS (0: skip)")
+    parser.add_argument(
+        "--idle-modes", default="shared", help="servers measured idle: shared and/or node"
+    )
+    parser.add_argument(
+        "--ramp",
+        default="",
+        help="events/s per camera, rising (e.g. 10,20,40,80): at each --clients count, raise the "
+        "offered rate until p99 passes --p99-bound; replaces the fixed-rate runs",
+    )
+    parser.add_argument("--p99-bound", type=float, default=50.0, help="ms, for --ramp")
+    parser.add_argument(
+        "--pin",
+        default="",
+        help="SERVER_CPUS:OTHER_CPUS for taskset, e.g. 0:1: the server under test on the first, "
+        "Redis, the publisher and the load generator on the second",
+    )
     args = parser.parse_args()
     if args.cmd == "serve":
         serve(args.mode, args.trace)

@@ -30,6 +30,7 @@ from gateway_clients import (
 from camfleet.ai import AsyncPublisher
 from camfleet_dev.gateway import RunningGateway, run_gateway
 from camfleet_dev.testbed.redis import RedisServer
+from overlay_gateway import keys
 from overlay_gateway.admission import ACCEPT_HEADROOM
 
 OP_TEXT, OP_BINARY, OP_CLOSE = 0x1, 0x2, 0x8
@@ -319,3 +320,46 @@ async def test_redis_connections_follow_activity(redis_server: RedisServer) -> N
             await again.close()
     finally:
         await r.aclose()
+
+
+async def test_upgraded_connections_leave_aiohttp_and_hold_no_task(
+    gateway: RunningGateway,
+) -> None:
+    """After the upgrade aiohttp forgets the socket (no request handler, parser, response or
+    task stays behind per connection: docs/benchmarks.md, idle memory); the channel serves it.
+    """
+    cam = new_camera()
+    tasks = len(asyncio.all_tasks())
+    clients = [await raw_connect(gateway.ws_url) for _ in range(20)]
+    try:
+        for c in clients:
+            await c.send(
+                frame(OP_TEXT, json.dumps({"type": "subscribe", "cameras": [cam]}).encode())
+            )
+            opcode, payload = await c.recv_frame()
+            assert (opcode, json.loads(payload)["type"]) == (OP_TEXT, "subscribed")
+        assert gateway.runner.server is not None
+        assert gateway.runner.server.connections == []
+        assert len(gateway.app[keys.CHANNELS]) == len(gateway.hub.connections) == 20
+        # The camera's stream reader is a task; the idle connections are none.
+        assert len(asyncio.all_tasks()) <= tasks + 3
+    finally:
+        for c in clients:
+            c.close()
+    await wait_for(lambda: not gateway.hub.connections and not gateway.app[keys.CHANNELS])
+
+
+async def test_heartbeat_cuts_a_client_that_stops_answering(redis_server: RedisServer) -> None:
+    async with run_gateway(settings(redis_server.url, heartbeat_seconds=0.4)) as gw:
+        answering = await connect(gw)  # aiohttp's client answers pings while it reads
+        silent = await raw_connect(gw.ws_url)  # reads nothing, answers nothing
+        try:
+            pending = asyncio.create_task(answering.recv(timeout=5))
+            await asyncio.sleep(1.2)  # three heartbeat periods
+            await wait_for(lambda: len(gw.hub.connections) == 1, within=2)
+            assert await closes_or_resets(silent.sock)
+            await answering.send({"type": "ping"})
+            assert await pending == {"type": "pong"}
+        finally:
+            silent.close()
+            await answering.close()
