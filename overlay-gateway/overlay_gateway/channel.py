@@ -153,6 +153,9 @@ class Channel(asyncio.Protocol):
 
     def abort(self, _reason: str = "") -> None:
         """Cut the socket at once (a client that does not read never gets a close frame)."""
+        # Muted first: a transport that is cut refuses writes until connection_lost runs, which
+        # releases the session (not now: the hub may be iterating over its subscribers).
+        self._start_closing(cut=True)
         self.transport.abort()
 
     def ping(self) -> None:
@@ -236,7 +239,7 @@ class Channel(asyncio.Protocol):
         if ws.state is CLOSED:
             transport.close()
 
-    def _start_closing(self) -> None:
+    def _start_closing(self, cut: bool = False) -> None:
         if self.closing:
             return
         self.closing = True
@@ -250,6 +253,8 @@ class Channel(asyncio.Protocol):
                 "closing client connection",
                 extra={"connection": self.ident, "code": int(sent.code), "reason": sent.reason},
             )
+        if cut:
+            return
         if self.lost_code is None:
             loop = asyncio.get_running_loop()
             self._close_timer = loop.call_later(CLOSE_TIMEOUT_SECONDS, self.abort)

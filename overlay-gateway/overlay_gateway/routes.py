@@ -166,8 +166,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None or transport.is_closing():
         return TakenOver()  # the client left meanwhile: nothing to answer
     ident = f"c{next(_conn_ids)}"
-    # From here on the socket is the channel's; aiohttp keeps nothing of it (upgrade.py).
     channel = Channel(app[keys.CHANNELS], transport, settings.max_message_bytes, ident)
+    # From here on the socket is the channel's; aiohttp keeps nothing of it (upgrade.py).
+    tail = take_over(request, channel)
     conn = Connection(
         hub,
         transport,
@@ -196,7 +197,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             "messageBytes": settings.max_message_bytes,
         },
     }
-    tail = take_over(request, channel)
     channel.open(session, answer + text_frame(dumps(hello)), tail)
     return TakenOver()
 
