@@ -504,7 +504,8 @@ def ramp(
     measured. The load generator takes a p99 per 5 s window; a step is sustained when the
     median of its windows' p99 is within `--p99-bound` ms (one window hit by another process
     on the shared machine does not decide it) and it delivers at least 95 % of what was
-    offered. Stops after the first step that is not sustained.
+    offered. Stops after `--ramp-misses` steps in a row that are not (one step spoilt by the
+    shared machine does not end the ramp).
     """
     lg = Proc(
         [
@@ -514,6 +515,7 @@ def ramp(
         stdin=True,
     )
     steps: list[dict[str, Any]] = []
+    misses = 0
     try:
         line = lg.readline()
         if not line.startswith("CONNECTED"):
@@ -566,7 +568,8 @@ def ramp(
             steps.append(step)
             print(json.dumps(step), flush=True)
             time.sleep(1)  # the queues drain before the next step
-            if not step["sustained"]:
+            misses = 0 if step["sustained"] else misses + 1
+            if misses >= args.ramp_misses:
                 break
         lg.send("exit")
         lg.p.wait(10)
@@ -812,6 +815,9 @@ def main() -> None:
         "offered rate until p99 passes --p99-bound; replaces the fixed-rate runs",
     )
     parser.add_argument("--p99-bound", type=float, default=50.0, help="ms, for --ramp")
+    parser.add_argument(
+        "--ramp-misses", type=int, default=1, help="unsustained steps in a row that end a ramp"
+    )
     parser.add_argument(
         "--nice",
         type=int,
