@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from camfleet.camera import Camera, CameraStatus, ingest_deployment_name
 from camfleet_operator import constants as c
 from camfleet_operator import kube as paths
-from camfleet_operator.builders.deployment import build_deployment, desired_replicas
+from camfleet_operator.builders.deployment import build_deployment, desired_replicas, records
 from camfleet_operator.builders.secret import build_secret, issued_token, needs_rotation
 from camfleet_operator.conditions import (
     Observed,
@@ -235,7 +235,7 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
     ctx.track(camera)
     if camera.spec.on_demand:
         has_viewer = _within_grace(ctx, camera.uid, has_viewer, running=current_replicas > 0)
-    replicas = desired_replicas(camera, has_viewer=has_viewer)
+    replicas = desired_replicas(camera, has_viewer=has_viewer, defaults=ctx.defaults)
 
     # Ownership before any write; a name someone else holds is reported, never adopted (and a
     # Deployment must never mount a token Secret that is not ours).
@@ -264,7 +264,11 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
                 api,
                 paths.secrets(ns),
                 paths.secrets(ns, camera.secret_name),
-                build_secret(camera, token),
+                build_secret(
+                    camera,
+                    token,
+                    settings.recording_secrets() if records(camera, ctx.defaults) else None,
+                ),
                 secret or {},
             ),
             _ensure_child(
