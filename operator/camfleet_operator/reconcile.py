@@ -314,6 +314,7 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
         attributes=room.attributes,
         conflict=conflict,
         livekit_error=livekit_error,
+        recording_store=ctx.defaults.recording is not None,
         **pod_state,
     )
     status = compute_status(camera, observed, previous, datetime.now(UTC))
@@ -365,6 +366,19 @@ async def _write_status(
         previous_ready is None or previous_ready.reason != ready.reason
     ):
         kopf.event(body, type="Warning", reason=ready.reason, message=ready.message)
+    recording = status.condition(c.COND_RECORDING)
+    before = previous.condition(c.COND_RECORDING) if previous else None
+    if recording is None:
+        return
+    if recording.status == "False" and (
+        before is None or (before.status, before.reason) != ("False", recording.reason)
+    ):
+        message = f"{recording.reason}: {recording.message}"
+        kopf.event(body, type="Warning", reason=c.EVENT_RECORDING_GAP, message=message)
+    elif recording.status == "True" and before is not None and before.status == "False":
+        kopf.event(
+            body, type="Normal", reason=c.EVENT_RECORDING_RESUMED, message=recording.message
+        )
 
 
 async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Logger) -> None:

@@ -112,3 +112,29 @@ def test_the_recording_spec_is_validated() -> None:
     for bad in ({"mode": "always"}, {"retention": "7days"}, {"preRoll": "5"}, {"onDelete": "x"}):
         with pytest.raises(ValidationError):
             CameraSpec.model_validate({"source": {"url": "rtsp://h/s"}, "recording": bad})
+
+
+def test_the_recording_condition_follows_the_ingest_attributes() -> None:
+    from datetime import UTC, datetime
+
+    from camfleet_operator.conditions import Observed, compute_status
+
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    cam = camera(recording={"mode": "continuous"})
+    live = {"publishing_video": True, "ready_replicas": 1, "container_running": True}
+
+    def recording(**observed: Any) -> tuple[str, str]:
+        status = compute_status(cam, Observed(**(live | observed)), None, now)
+        cond = status.condition("Recording")
+        assert cond is not None
+        assert status.phase == "Live"  # a recording gap never degrades the live camera
+        return cond.status, cond.reason
+
+    assert recording(recording_store=False) == ("False", "NoRecordingStore")
+    assert recording(recording_store=True) == ("Unknown", "WaitingForIngest")
+    on = {ic.ATTR_RECORDING: ic.RECORDING_ON}
+    assert recording(recording_store=True, attributes=on) == ("True", "Recording")
+    gap = {ic.ATTR_RECORDING: ic.RECORDING_GAP, ic.ATTR_RECORDING_REASON: "StoreUnavailable"}
+    assert recording(recording_store=True, attributes=gap) == ("False", "StoreUnavailable")
+    plain = compute_status(camera(), Observed(**live), None, now)
+    assert plain.condition("Recording") is None

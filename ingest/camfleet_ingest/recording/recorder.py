@@ -128,7 +128,8 @@ class Recorder:
             self._enqueue(closed)
 
     def _enqueue(self, segment: ClosedSegment) -> None:
-        if self._queued_bytes + segment.size > self.settings.buffer_bytes:
+        # One segment always fits: the bound is on what waits behind the one being written.
+        if self._queue and self._queued_bytes + segment.size > self.settings.buffer_bytes:
             reason: GapReason = "StoreUnavailable" if self._failing else "BufferFull"
             self._dropped = self._dropped or reason
             self.metrics.dropped_seconds.inc((segment.end_us - segment.start_us) / 1e6)
