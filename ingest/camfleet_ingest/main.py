@@ -31,9 +31,9 @@ from camfleet_ingest.failures import (
 )
 from camfleet_ingest.health import IngestState, serve
 from camfleet_ingest.logs import Redactor, configure
-from camfleet_ingest.recording import Recorder, RecordingSettings, build_recorder
 from camfleet_ingest.publisher import TrackPublisher, TrackShape
 from camfleet_ingest.reader import ReaderEvent, SourceOpened, SourceReader, StampedAccessUnit
+from camfleet_ingest.recording import Recorder, RecordingSettings, build_recorder
 from camfleet_ingest.settings import IngestSettings, safe_errors
 from camfleet_ingest.snapshot import Snapshots
 from camfleet_ingest.warmup import Warmup
@@ -216,8 +216,12 @@ class Supervisor:
                 if self.recorder is not None:  # before the live path may skip the frame
                     au = event.au
                     self.recorder.feed(
-                        au.data, au.keyframe, event.frame_id, event.arrival_us,
-                        event.width, event.height,
+                        au.data,
+                        au.keyframe,
+                        event.frame_id,
+                        event.arrival_us,
+                        event.width,
+                        event.height,
                     )
                 if self._publish(event):
                     backoff.reset()

@@ -290,7 +290,7 @@ def compute_status(
         elif observed.livekit_error:
             last_error = f"{c.REASON_LIVEKIT_UNAVAILABLE}: {scrub(observed.livekit_error)}"
 
-    conditions = (source, publish, ready)
+    conditions: tuple[Condition, ...] = (source, publish, ready)
     if camera.spec.recording.enabled:
         conditions += (_recording(camera, observed, cond),)
     return CameraStatus(
@@ -312,6 +312,13 @@ def _recording(
     cond: Callable[[str, ConditionStatus, str, str], Condition],
 ) -> Condition:
     """`Recording`: what the ingest says of its recorder (participant attributes)."""
+    if camera.spec.recording.mode == "events":
+        return cond(
+            c.COND_RECORDING,
+            "False",
+            c.REASON_MODE_NOT_SUPPORTED,
+            "recording.mode events is not implemented yet: nothing is recorded (use continuous)",
+        )
     if not observed.recording_store:
         return cond(
             c.COND_RECORDING,

@@ -376,9 +376,7 @@ async def _write_status(
         message = f"{recording.reason}: {recording.message}"
         kopf.event(body, type="Warning", reason=c.EVENT_RECORDING_GAP, message=message)
     elif recording.status == "True" and before is not None and before.status == "False":
-        kopf.event(
-            body, type="Normal", reason=c.EVENT_RECORDING_RESUMED, message=recording.message
-        )
+        kopf.event(body, type="Normal", reason=c.EVENT_RECORDING_RESUMED, message=recording.message)
 
 
 async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Logger) -> None:

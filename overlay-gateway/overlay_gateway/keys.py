@@ -15,6 +15,7 @@ from overlay_gateway.history import History
 from overlay_gateway.hub import Hub
 from overlay_gateway.kube import KubeClient
 from overlay_gateway.metrics import Metrics
+from overlay_gateway.recordings import Recordings
 from overlay_gateway.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,4 +29,5 @@ AUTHORIZER = web.AppKey("authorizer", Authorizer)
 ADMISSION = web.AppKey("admission", Admission)
 FRESHNESS = web.AppKey("freshness", Freshness)
 HISTORY: web.AppKey[History | None] = web.AppKey("history")
+RECORDINGS: web.AppKey[Recordings | None] = web.AppKey("recordings")
 SESSIONS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sessions")

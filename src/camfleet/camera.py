@@ -172,9 +172,9 @@ class Recording(_Spec):
     retention: Annotated[str, Field(pattern=RETENTION_PATTERN, max_length=6)] = "7d"
     # Events mode only (the CRD refuses them otherwise): seconds kept before the first and
     # after the last event of an episode.
-    pre_roll: Annotated[str | None, Field(alias="preRoll", pattern=SECONDS_PATTERN, max_length=4)] = (
-        None
-    )
+    pre_roll: Annotated[
+        str | None, Field(alias="preRoll", pattern=SECONDS_PATTERN, max_length=4)
+    ] = None
     post_roll: Annotated[
         str | None, Field(alias="postRoll", pattern=SECONDS_PATTERN, max_length=4)
     ] = None

@@ -20,7 +20,9 @@ TIMESCALE: Final = 1_000_000
 SEGMENT_SUFFIX: Final = ".mp4"
 GapReason = Literal["StoreUnavailable", "BufferFull", "IngestRestart", "SourceLost"]
 
-CameraRef = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+CameraRef = Annotated[
+    str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+]
 
 
 class _Row(BaseModel):

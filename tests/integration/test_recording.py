@@ -164,7 +164,8 @@ def decode(data: bytes) -> list[Recorded]:
     out: list[Recorded] = []
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
-        assert stream.time_base is not None and stream.time_base.denominator == 1_000_000
+        assert stream.time_base is not None
+        assert stream.time_base.denominator == 1_000_000
         for packet in container.demux(stream):
             for frame in packet.decode():
                 plane = frame.planes[0]
@@ -184,7 +185,8 @@ async def check_segments(bed: Bed, rows: list[Row]) -> list[Recorded]:
         assert len(data) == row.size, f"{row.key}: object and index disagree on its size"
         decoded = decode(data)
         assert len(decoded) == row.frames
-        assert decoded[0].keyframe and decoded[0].stamp_us == row.start_us
+        assert decoded[0].keyframe
+        assert decoded[0].stamp_us == row.start_us
         assert [f.stamp_us - row.start_us for f in decoded if f.keyframe] == row.keyframes_us
         assert row.start_us < decoded[-1].stamp_us < row.end_us
         frames += decoded

@@ -136,5 +136,12 @@ def test_the_recording_condition_follows_the_ingest_attributes() -> None:
     assert recording(recording_store=True, attributes=on) == ("True", "Recording")
     gap = {ic.ATTR_RECORDING: ic.RECORDING_GAP, ic.ATTR_RECORDING_REASON: "StoreUnavailable"}
     assert recording(recording_store=True, attributes=gap) == ("False", "StoreUnavailable")
+    events = camera(onDemand=True, recording={"mode": "events"})
+    status = compute_status(events, Observed(**live, recording_store=True), None, now)
+    assert status.phase == "Live"
+    cond = status.condition("Recording")
+    assert cond is not None
+    assert (cond.status, cond.reason) == ("False", "ModeNotSupported")
+    assert desired_replicas(events, has_viewer=False, defaults=S3) == 0  # still on demand
     plain = compute_status(camera(), Observed(**live), None, now)
     assert plain.condition("Recording") is None

@@ -33,12 +33,14 @@ def test_cuts_on_the_first_keyframe_past_the_target() -> None:
     # 1 s target → cut at the keyframe at 1.2 s (frame 30), then again at frame 60 (not yet).
     assert [len(c.samples) for c in closed] == [30]
     first = closed[0]
-    assert first.samples[0].keyframe and first.start_us == T0
+    assert first.samples[0].keyframe
+    assert first.start_us == T0
     assert first.end_us == T0 + 30 * 40_000  # ends where the next segment starts
     assert first.keyframes_us == (0, 400_000, 800_000)
     assert first.size == 300
     rest = seg.flush()
-    assert rest is not None and rest.start_us == first.end_us
+    assert rest is not None
+    assert rest.start_us == first.end_us
     assert rest.end_us == T0 + 59 * 40_000 + 40_000
 
 
@@ -47,11 +49,13 @@ def test_waits_for_a_keyframe_and_splits_on_a_stamp_jump() -> None:
     assert feed(seg, [sample(i) for i in range(5)]) == []  # no keyframe yet: nothing opens
     assert not seg.open
     closed = feed(seg, [sample(i, key=i == 5) for i in range(5, 12)])
-    assert closed == [] and seg.open
+    assert closed == []
+    assert seg.open
     # The source was lost for 5 s: the open segment closes at its last frame, and the delta
     # frames after the jump cannot start one.
     jumped = seg.push(sample(12, stamp=T0 + 12 * 40_000 + 5_000_000))
-    assert jumped is not None and len(jumped.samples) == 7
+    assert jumped is not None
+    assert len(jumped.samples) == 7
     assert jumped.end_us == T0 + 11 * 40_000 + 40_000
     assert not seg.open
 
@@ -61,14 +65,16 @@ def test_a_resolution_change_starts_a_new_segment() -> None:
     feed(seg, [sample(i, key=i == 0) for i in range(5)])
     bigger = Sample(b"y", True, 5, T0 + 5 * 40_000, 128, 96)
     closed = seg.push(bigger)
-    assert closed is not None and len(closed.samples) == 5
+    assert closed is not None
+    assert len(closed.samples) == 5
     assert seg.open
 
 
 def test_max_duration_bounds_a_segment_without_keyframes() -> None:
     seg = Segmenter(target_us=1_000_000, max_us=2_000_000)
     closed = feed(seg, [sample(i, key=i == 0) for i in range(100)])
-    assert len(closed) == 1 and closed[0].end_us - closed[0].start_us == 2_000_000
+    assert len(closed) == 1
+    assert closed[0].end_us - closed[0].start_us == 2_000_000
 
 
 def test_frame_durations_run_to_the_next_stamp() -> None:
@@ -117,7 +123,9 @@ def encoded_clip(frames: int) -> list[tuple[bytes, bool]]:
         stream = out.add_stream(
             "libx264",
             rate=25,
-            options={"x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=0:repeat-headers=1"},
+            options={
+                "x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=0:repeat-headers=1"
+            },
         )
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for n in range(frames):
@@ -146,7 +154,10 @@ def prft_stamps(data: bytes) -> list[float]:
 def test_remux_keeps_every_capture_stamp_and_decodes() -> None:
     clip = encoded_clip(20)
     stamps = [T0 + i * 40_000 + (i % 3) * 1_000 for i in range(20)]  # jittery arrival
-    samples = [Sample(d, k, 100 + i, s, 64, 48) for i, ((d, k), s) in enumerate(zip(clip, stamps, strict=True))]
+    samples = [
+        Sample(d, k, 100 + i, s, 64, 48)
+        for i, ((d, k), s) in enumerate(zip(clip, stamps, strict=True))
+    ]
     segment = ClosedSegment(samples, stamps[-1] + 40_000, sum(len(d) for d, _ in clip))
     data = remux(segment)
     assert data[4:8] == b"ftyp"

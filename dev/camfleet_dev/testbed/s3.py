@@ -20,7 +20,9 @@ REGION = "us-east-1"
 class S3Server:
     """``start()``/``stop()`` on the same port and data; ``create_bucket(name)`` makes a bucket."""
 
-    def __init__(self, state_dir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, state_dir: Path, *, port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.state_dir = state_dir
         self.host = host
         self.port = port or free_port(host)

@@ -3,6 +3,7 @@ PostgreSQL (docs/recording.md). ``build_recorder`` is the one entry point ``main
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -14,6 +15,8 @@ from camfleet_ingest.recording.store import open_store
 
 __all__ = ["Recorder", "RecordingSettings", "build_recorder"]
 
+log = logging.getLogger(__name__)
+
 
 def build_recorder(
     settings: RecordingSettings,
@@ -23,6 +26,11 @@ def build_recorder(
 ) -> Recorder | None:
     """The camera's recorder, or None when it does not record (mode off)."""
     if settings.mode == "off":
+        return None
+    if settings.mode == "events":
+        # In the contract, not implemented yet: the operator never asks for it (the Camera's
+        # Recording condition says ModeNotSupported); a hand-set env records nothing either.
+        log.warning("recording mode 'events' is not implemented yet; nothing is recorded")
         return None
     store, prefix = open_store(settings)
     assert settings.index_dsn is not None  # enforced by RecordingSettings

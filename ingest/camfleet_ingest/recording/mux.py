@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Final
 
 import av
+import av.video.stream
 
 from camfleet.recording import TIMESCALE
 from camfleet_ingest.recording.segmenter import ClosedSegment, frame_durations
@@ -36,6 +37,8 @@ def remux(segment: ClosedSegment, codec: str = "h264") -> bytes:
     with av.open(buf, "w", format="mp4", options=MUX_OPTIONS) as out:
         # A stream for muxing only: its codec context is never opened, nothing is encoded.
         stream = out.add_stream(codec)
+        if not isinstance(stream, av.video.stream.VideoStream):
+            raise ValueError(f"{codec} is not a video codec")
         stream.width, stream.height = first.width, first.height
         stream.time_base = TIME_BASE
         for sample, duration in zip(

@@ -169,7 +169,9 @@ class Recorder:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain(), DRAIN_TIMEOUT_S)
         if self._queue:
-            log.warning("recording stopped with segments unwritten", extra={"segments": len(self._queue)})
+            log.warning(
+                "recording stopped with segments unwritten", extra={"segments": len(self._queue)}
+            )
         await self.index.close()
 
     async def _drain(self) -> None:
@@ -224,7 +226,9 @@ class Recorder:
         previous = self._indexed_end
         if previous is not None and segment.start_us - previous > GAP_TOLERANCE_US:
             reason: GapReason = self._dropped or ("IngestRestart" if self._first else "SourceLost")
-            await self.index.add_gap(Gap(camera=self.camera, start_us=previous, end_us=segment.start_us, reason=reason))
+            await self.index.add_gap(
+                Gap(camera=self.camera, start_us=previous, end_us=segment.start_us, reason=reason)
+            )
             self.metrics.gaps.labels(self.camera, reason).inc()
         first = segment.samples[0]
         await self.index.add_segment(

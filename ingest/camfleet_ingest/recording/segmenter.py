@@ -8,6 +8,7 @@ the stamps jump (the source was lost and came back) and, as a bound, after ``max
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 #: Assumed duration of a segment's last frame when no next frame tells it (25 fps).
@@ -53,7 +54,7 @@ class ClosedSegment:
 def frame_durations(samples: list[Sample], end_us: int) -> list[int]:
     """Each sample lasts until the next one's stamp; the last one until ``end_us``."""
     stamps = [s.stamp_us for s in samples] + [end_us]
-    return [max(1, b - a) for a, b in zip(stamps, stamps[1:], strict=False)]
+    return [max(1, b - a) for a, b in itertools.pairwise(stamps)]
 
 
 class Segmenter:
@@ -94,8 +95,8 @@ class Segmenter:
         if reshaped:  # a new size without a keyframe is undecodable: wait for one
             return self.flush()
         if sample.stamp_us - samples[0].stamp_us >= self.max_us:
-            closed = self._close(end_us=sample.stamp_us)
-            return closed  # this delta frame cannot start a segment; the next keyframe will
+            # This delta frame cannot start a segment: the next keyframe will.
+            return self._close(end_us=sample.stamp_us)
         samples.append(sample)
         self._size += len(sample.data)
         return None

@@ -29,7 +29,8 @@ def open_store(settings: RecordingSettings) -> tuple[ObjectStore, str]:
         root = Path(parts.path)
         root.mkdir(parents=True, exist_ok=True)
         return LocalStore(root), ""
-    assert settings.s3_access_key_id is not None and settings.s3_secret_access_key is not None
+    assert settings.s3_access_key_id is not None
+    assert settings.s3_secret_access_key is not None
     endpoint = settings.s3_endpoint
     store = S3Store(
         parts.hostname,

@@ -21,8 +21,12 @@ RECORDING_VOLUME = "recordings"
 
 
 def records(camera: Camera, defaults: IngestDefaults) -> bool:
-    """The Camera asks for recording and the operator has a store to record into."""
-    return camera.spec.recording.enabled and defaults.recording is not None
+    """The Camera asks for recording and the operator has a store to record into.
+
+    Only `continuous` so far: `events` is in the contract but not implemented (the Camera's
+    Recording condition says so), so it records nothing and leaves the ingest on demand.
+    """
+    return camera.spec.recording.mode == "continuous" and defaults.recording is not None
 
 
 def desired_replicas(
