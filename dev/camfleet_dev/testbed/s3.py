@@ -70,6 +70,12 @@ class S3Server:
             self.proc.stop()
             self.proc = None
 
+    def kill(self) -> None:
+        """Gone at once (SIGKILL), as a crashed or unplugged store would be."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc = None
+
     def __enter__(self) -> S3Server:
         self.start()
         return self

@@ -104,7 +104,8 @@ class Recorder:
         self._wake = asyncio.Event()
         self._backoff = Backoff(base=settings.retry_base_s, cap=settings.retry_cap_s)
         self._failing = False
-        self._dropped: GapReason | None = None  # why segments were dropped since the last write
+        self._dropped: GapReason | None = None  # why segments were dropped since the last queued
+        self._shedding = False  # dropping new segments until the queue has drained
         self._indexed_end: int | None = None
         self._looked_up = False  # the previous run's end was read from the index
         self._first = True
@@ -129,12 +130,19 @@ class Recorder:
 
     def _enqueue(self, segment: ClosedSegment) -> None:
         # One segment always fits: the bound is on what waits behind the one being written.
-        if self._queue and self._queued_bytes + segment.size > self.settings.buffer_bytes:
+        # Once full, drop until the writer has drained half of it: one gap, not a gap with
+        # small segments that happened to fit scattered through it.
+        full = self._queued_bytes + segment.size > self.settings.buffer_bytes
+        if self._queued_bytes <= self.settings.buffer_bytes // 2:
+            self._shedding = False
+        if self._queue and (full or self._shedding):
+            self._shedding = True
             reason: GapReason = "StoreUnavailable" if self._failing else "BufferFull"
             self._dropped = self._dropped or reason
             self.metrics.dropped_seconds.inc((segment.end_us - segment.start_us) / 1e6)
             self._set_state(ic.RECORDING_GAP, reason)
             return
+        segment.after_gap, self._dropped = self._dropped, None
         self._queue.append(segment)
         self._queued_bytes += segment.size
         self.metrics.buffered_bytes.set(self._queued_bytes)
@@ -193,7 +201,10 @@ class Recorder:
             log.error("segment dropped: cannot mux it", extra={"error": str(exc.__cause__)})
             self._queue.popleft()
             self._queued_bytes -= segment.size
-            self._dropped = self._dropped or "SourceLost"
+            if self._queue:
+                self._queue[0].after_gap = self._queue[0].after_gap or "SourceLost"
+            else:
+                self._dropped = self._dropped or "SourceLost"
             return True
         except Exception as exc:  # whatever the store or the network raised: retried later
             self.metrics.store_errors.inc()
@@ -225,7 +236,9 @@ class Recorder:
             self._looked_up = True
         previous = self._indexed_end
         if previous is not None and segment.start_us - previous > GAP_TOLERANCE_US:
-            reason: GapReason = self._dropped or ("IngestRestart" if self._first else "SourceLost")
+            reason: GapReason = segment.after_gap or (
+                "IngestRestart" if self._first else "SourceLost"
+            )
             await self.index.add_gap(
                 Gap(camera=self.camera, start_us=previous, end_us=segment.start_us, reason=reason)
             )
@@ -244,7 +257,6 @@ class Recorder:
             )
         )
         self._indexed_end = segment.end_us
-        self._dropped = None
         self._first = False
         self.metrics.segments.inc()
         self.metrics.bytes.inc(len(segment.data))

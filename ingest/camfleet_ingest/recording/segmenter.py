@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from camfleet.recording import GapReason
+
 #: Assumed duration of a segment's last frame when no next frame tells it (25 fps).
 DEFAULT_FRAME_US = 40_000
 #: Two frames further apart than this are not consecutive: the source was lost in between.
@@ -40,6 +42,8 @@ class ClosedSegment:
     data: bytes | None = None
     uploaded: bool = False
     key: str = ""
+    #: Why the segments just before this one were dropped (the gap it ends), if they were.
+    after_gap: GapReason | None = None
 
     @property
     def start_us(self) -> int:

@@ -33,7 +33,7 @@ class RecordingSettings(BaseSettings):
     index_dsn: SecretStr | None = None
     segment_seconds: float = Field(default=4.0, ge=1.0, le=60.0)
     #: Segments waiting for the store, in bytes; past it new segments are dropped as a gap.
-    buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=16 * 1024)
     #: One upload or index write longer than this counts as a failed store.
     store_timeout_s: float = Field(default=10.0, gt=0)
     retry_base_s: float = Field(default=0.5, gt=0)
