@@ -86,6 +86,26 @@ class SegmentIndex:
         value = rows[0][0] if rows else None
         return _us(value) if isinstance(value, datetime) else None
 
+    async def delete_before(self, camera: str, horizon: datetime, limit: int) -> list[str]:
+        """Delete up to ``limit`` of the oldest segment rows that ended before ``horizon`` (and
+        the camera's gaps that did); return the deleted rows' object keys."""
+        rows = await self._execute(
+            "DELETE FROM recording_segments WHERE (camera, start_ts) IN ("
+            " SELECT camera, start_ts FROM recording_segments WHERE camera = %s AND start_ts < %s"
+            " AND end_ts < %s ORDER BY start_ts LIMIT %s) RETURNING object_key",
+            (camera, horizon, horizon, limit),
+        )
+        await self._execute(
+            "DELETE FROM recording_gaps WHERE camera = %s AND end_ts < %s", (camera, horizon)
+        )
+        return [str(key) for (key,) in rows]
+
+    async def stored_bytes(self, camera: str) -> int:
+        rows = await self._execute(
+            "SELECT coalesce(sum(size), 0) FROM recording_segments WHERE camera = %s", (camera,)
+        )
+        return int(str(rows[0][0])) if rows else 0
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:

@@ -25,6 +25,7 @@ from camfleet.recording import Gap, GapReason, Segment, segment_key
 from camfleet_ingest.backoff import Backoff
 from camfleet_ingest.recording.index import SegmentIndex
 from camfleet_ingest.recording.mux import remux
+from camfleet_ingest.recording.retention import enforce_age
 from camfleet_ingest.recording.segmenter import ClosedSegment, Sample, Segmenter
 from camfleet_ingest.recording.settings import RecordingSettings
 from camfleet_ingest.recording.store import ObjectStore, put
@@ -69,6 +70,18 @@ class RecorderMetrics:
         self.buffered_bytes = Gauge(
             "camfleet_ingest_recording_buffered_bytes",
             "Bytes of segments waiting for the store",
+            cam,
+            registry=r,
+        ).labels(camera)
+        self.stored_bytes = Gauge(
+            "camfleet_ingest_recording_stored_bytes",
+            "Bytes of this camera's segments in the store (from the index)",
+            cam,
+            registry=r,
+        ).labels(camera)
+        self.retention_deleted = Counter(
+            "camfleet_ingest_recording_retention_deleted_segments",
+            "Segments deleted by retention (age)",
             cam,
             registry=r,
         ).labels(camera)
@@ -161,6 +174,7 @@ class Recorder:
     async def run(self, stop: asyncio.Event) -> None:
         """Write queued segments until ``stop``; then drain what is left, within a bound."""
         stopping = asyncio.create_task(stop.wait())
+        retention = asyncio.create_task(self._retention_loop(stop), name="recording-retention")
         try:
             while not stop.is_set():
                 if not self._queue:
@@ -173,6 +187,9 @@ class Recorder:
                     await self._pause(stop)
         finally:
             stopping.cancel()
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
         self.source_lost()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain(), DRAIN_TIMEOUT_S)
@@ -181,6 +198,23 @@ class Recorder:
                 "recording stopped with segments unwritten", extra={"segments": len(self._queue)}
             )
         await self.index.close()
+
+    async def _retention_loop(self, stop: asyncio.Event) -> None:
+        """Age retention and the stored-bytes figure, every ``retention_every_s``; a failed
+        pass is logged and tried again at the next one (the store may be away)."""
+        while not stop.is_set():
+            try:
+                deleted = await enforce_age(
+                    self.index, self.store, self.camera, self.settings.retention
+                )
+                self.metrics.retention_deleted.inc(deleted)
+                self.metrics.stored_bytes.set(await self.index.stored_bytes(self.camera))
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                log.warning("recording retention failed", extra={"error": type(exc).__name__})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.retention_every_s)
 
     async def _drain(self) -> None:
         while self._queue and await self._write_head():

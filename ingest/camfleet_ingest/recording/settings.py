@@ -6,6 +6,7 @@ Secrets stay ``SecretStr`` until the store or the index is opened.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from camfleet import ingest_contract as ic
+from camfleet.camera import parse_retention
 
 RecordingMode = Literal["off", "continuous", "events"]
 
@@ -38,6 +40,9 @@ class RecordingSettings(BaseSettings):
     store_timeout_s: float = Field(default=10.0, gt=0)
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_cap_s: float = Field(default=5.0, gt=0)
+    #: Segments older than this are deleted (`spec.recording.retention`: 12h, 7d, 2w …).
+    retention: timedelta = timedelta(days=7)
+    retention_every_s: float = Field(default=600.0, gt=0)
     pre_roll_s: int = Field(default=5, ge=0, le=999)
     post_roll_s: int = Field(default=10, ge=0, le=999)
 
@@ -58,6 +63,11 @@ class RecordingSettings(BaseSettings):
         if parts.username or parts.password:
             raise ValueError("must not contain credentials; use S3_ACCESS_KEY_ID/SECRET")
         return value
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> object:
+        return parse_retention(value) if isinstance(value, str) else value
 
     @field_validator("s3_endpoint")
     @classmethod
