@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--camera", action="append", default=[], metavar="RTSP_URL", help="add a real camera"
     )
-    for name in ("gateway", "kube", "livekit", "postgres", "redis", "rtsp"):
+    for name in ("gateway", "kube", "livekit", "postgres", "redis", "rtsp", "s3"):
         up.add_argument(f"--{name}-port", type=int, default=None)
     up.set_defaults(func=_up)
 
