@@ -272,7 +272,8 @@ async def test_store_outage_and_a_killed_ingest_leave_indexed_gaps_and_heal(bed:
     async with running_ingest(bed.livekit, bed.tmp_path, bed.camera.url("h264"), **env) as ingest:
         await ingest.wait_health(200, within=20)
         await bed.wait_segments(ingest.camera, 1, within=20)
-        bed.s3.kill()
+        # The worst kind of outage for a client: the store hangs (accepts, never answers).
+        bed.s3.freeze()
         stopped_us = time.time_ns() // 1000
         try:
             before, t0 = frames_published(ingest), time.monotonic()
@@ -285,7 +286,7 @@ async def test_store_outage_and_a_killed_ingest_leave_indexed_gaps_and_heal(bed:
             attributes = await ingest_attributes(bed.livekit, ingest.room, ingest.identity)
             assert attributes["recordingReason"] == "StoreUnavailable"
         finally:
-            bed.s3.start()
+            bed.s3.thaw()
             back_us = time.time_ns() // 1000
         await wait_attribute(ingest, bed.livekit, "on", within=15)
         outage = await bed.wait_gaps(ingest.camera, 1, within=15)

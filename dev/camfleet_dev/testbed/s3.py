@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from pathlib import Path
 
 from camfleet_dev.testbed.process import ManagedProcess, free_port, tcp_open
@@ -69,6 +70,16 @@ class S3Server:
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
+
+    def freeze(self) -> None:
+        """Hang (SIGSTOP): connections are accepted by the kernel and never answered, the way
+        an overloaded or partitioned store looks to a client."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """Gone at once (SIGKILL), as a crashed or unplugged store would be."""
