@@ -15,6 +15,7 @@ import io
 import itertools
 import secrets
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,10 +35,12 @@ from test_ingest_media import CODE_PERIOD, Ingest, Subscriber, running_ingest
 
 from camfleet_archiver.schema import migrate
 from camfleet_dev import pattern
+from camfleet_dev.clip import remux_clip
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_dev.testbed.s3 import S3Server
+from camfleet_dev.testbed.tools import ffmpeg
 
 SEGMENT_S = 2  # the test clip's GOP: one segment per GOP, so 12 s make ~6 segments
 FRAME_US = 40_000
@@ -207,10 +210,11 @@ def check_run(frames: list[Recorded]) -> None:
     for n, (a, b) in enumerate(itertools.pairwise(frames), start=1):
         assert b.stamp_us > a.stamp_us
         assert (b.code - a.code) % CODE_PERIOD == 1, f"frame lost or repeated: {a} {b}"
-        # Stamps are arrival times (jitter on a busy machine) of frames 40 ms apart at the
-        # camera: they never drift from the picture's own clock by more than a few frames.
+        # Stamps are arrival times of frames 40 ms apart at the camera: on a loaded machine
+        # the camera and the reader stall and catch up, but the stamps follow the picture's
+        # clock (which frame carries which stamp is checked exactly against live viewing).
         drift = (b.stamp_us - first.stamp_us) - n * FRAME_US
-        assert abs(drift) < 500_000, f"stamps drift {drift / 1e3:.0f} ms from the picture"
+        assert abs(drift) < 2_000_000, f"stamps drift {drift / 1e3:.0f} ms from the picture"
 
 
 async def ingest_attributes(server: LiveKitServer, room: str, identity: str) -> dict[str, str]:
@@ -244,7 +248,7 @@ async def test_continuous_recording_keeps_every_live_frame_and_its_stamp(bed: Be
         async with Subscriber(bed.livekit, ingest.room, ingest.identity) as viewer:
             live = await viewer.wait_frames(50, within=15)
         await wait_attribute(ingest, bed.livekit, "on", within=10)
-        await bed.wait_segments(ingest.camera, 5, within=30)
+        await bed.wait_segments(ingest.camera, 6, within=30)
         assert ingest.proc is not None
         ingest.proc.send_signal(signal.SIGTERM)  # the open segment is flushed on the way out
         assert await ingest.wait_exit(within=12) == 0
@@ -260,9 +264,36 @@ async def test_continuous_recording_keeps_every_live_frame_and_its_stamp(bed: Be
     matched = [f for f in live if f.user_timestamp in recorded]
     assert len(matched) >= 45, f"only {len(matched)}/50 live stamps found in the recording"
     assert all(recorded[f.user_timestamp] == f.code for f in matched)
-    metrics_total = sum(r.size for r in rows)
-    assert metrics_total > 0
     assert rows[0].key.startswith(f"site/{ingest.camera}/")
+
+    # Clip export of 10 s from a keyframe: exactly those frames, remuxed, playable by FFmpeg.
+    start = rows[0].start_us
+    end = start + 10_000_000
+    blobs = [await bed.fetch(r.key) for r in rows if r.start_us < end]
+    clip = bed.tmp_path / "clip.mp4"
+    clip.write_bytes(remux_clip(blobs, start, end))
+    expected = [f.code for f in frames if start <= f.stamp_us < end]
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        codes = []
+        for frame in container.decode(stream):
+            plane = frame.planes[0]
+            luma = np.frombuffer(bytes(plane), np.uint8).reshape(-1, plane.line_size)
+            codes.append(pattern.read_code(luma[: frame.height, : frame.width]))
+    assert codes == expected  # exactly the recorded frames stamped inside the range
+    # 10 s at 25 fps; stamps are arrival times, so a frame at either edge may fall in or out.
+    assert 248 <= len(codes) <= 252
+    played = await asyncio.to_thread(
+        subprocess.run,
+        # Capture stamps are arrival times (a variable frame rate): decode on their own clock.
+        [ffmpeg(), "-v", "error", "-i", str(clip), "-enc_time_base:v", "demux", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert played.returncode == 0
+    assert played.stderr == ""
 
 
 async def test_store_outage_and_a_killed_ingest_leave_indexed_gaps_and_heal(bed: Bed) -> None:

@@ -146,8 +146,6 @@ class Recorder:
         # Once full, drop until the writer has drained half of it: one gap, not a gap with
         # small segments that happened to fit scattered through it.
         full = self._queued_bytes + segment.size > self.settings.buffer_bytes
-        if self._queued_bytes <= self.settings.buffer_bytes // 2:
-            self._shedding = False
         if self._queue and (full or self._shedding):
             self._shedding = True
             reason: GapReason = "StoreUnavailable" if self._failing else "BufferFull"
@@ -245,11 +243,16 @@ class Recorder:
             if not self._failing:
                 log.warning("recording store failed", extra={"error": type(exc).__name__})
             self._failing = True
+            if self._dropped == "BufferFull":
+                # Dropped while this write hung: the store was away, not merely slow.
+                self._dropped = "StoreUnavailable"
             self._set_state(ic.RECORDING_GAP, ic.GAP_STORE_UNAVAILABLE)
             return False
         self._queue.popleft()
         self._queued_bytes -= segment.size
         self.metrics.buffered_bytes.set(self._queued_bytes)
+        if self._queued_bytes <= self.settings.buffer_bytes // 2:
+            self._shedding = False  # only a write makes room, so only a write ends the gap
         self._failing = False
         self._backoff.reset()
         self._set_state(ic.RECORDING_ON)
