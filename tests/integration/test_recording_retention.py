@@ -63,6 +63,11 @@ async def test_age_retention_deletes_the_oldest_and_nothing_else(
                     key=key,
                 )
             )
+    # Objects no row names (a crash between PUT and INSERT): two days ago and today.
+    old_orphan = segment_key("rec", "site/door", us(NOW - timedelta(days=2)))
+    new_orphan = segment_key("rec", "site/door", us(NOW) - 60_000_000)
+    for key in (old_orphan, new_orphan):
+        await obstore.put_async(store, key, b"orphan")
     await index.add_gap(
         Gap(
             camera="site/door",
@@ -72,7 +77,9 @@ async def test_age_retention_deletes_the_oldest_and_nothing_else(
         )
     )
     try:
-        deleted = await enforce_age(index, store, "site/door", timedelta(hours=3), now=NOW)
+        deleted = await enforce_age(
+            index, store, "site/door", timedelta(hours=3), now=NOW, prefix="rec"
+        )
         # 5, 4.5, 4 and 3.5 h old ended before the horizon; the one starting 3 h ago ends
         # after it (4 s later) and stays.
         assert deleted == 4
@@ -84,6 +91,10 @@ async def test_age_retention_deletes_the_oldest_and_nothing_else(
                     await obstore.head_async(store, key)
             else:
                 await obstore.head_async(store, key)
+        # The day folder past the horizon is swept; today's orphan waits for its day to pass.
+        with pytest.raises(FileNotFoundError):
+            await obstore.head_async(store, old_orphan)
+        await obstore.head_async(store, new_orphan)
         assert await index.stored_bytes("site/door") == 6 * 7
         assert await index.stored_bytes("site/yard") == 10 * 7
         rows = await index._execute("SELECT count(*) FROM recording_gaps", ())

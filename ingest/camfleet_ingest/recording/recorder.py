@@ -203,7 +203,7 @@ class Recorder:
         while not stop.is_set():
             try:
                 deleted = await enforce_age(
-                    self.index, self.store, self.camera, self.settings.retention
+                    self.index, self.store, self.camera, self.settings.retention, prefix=self.prefix
                 )
                 self.metrics.retention_deleted.inc(deleted)
                 self.metrics.stored_bytes.set(await self.index.stored_bytes(self.camera))

@@ -21,6 +21,41 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 MAX_BATCHES_PER_PASS = 20
+SWEEP_MARGIN = timedelta(hours=1)
+
+
+def camera_prefix(prefix: str, camera: str) -> str:
+    """The store prefix under which `segment_key` puts this camera's segments."""
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{head}{camera}/"
+
+
+async def sweep_days(store: ObjectStore, prefix: str, camera: str, horizon: datetime) -> int:
+    """Delete every object in this camera's day folders that ended before ``horizon``.
+
+    Their rows are gone by then (retention deletes rows first), so what is left there is what a
+    crash left between a PUT and its INSERT, or between retention's two steps: objects no row
+    names. One LIST of the day folders per pass; an old day is listed and emptied once.
+    """
+    base = camera_prefix(prefix, camera)
+    listed = await obstore.list_with_delimiter_async(store, base)
+    removed = 0
+    for folder in listed["common_prefixes"]:
+        day = folder.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            end = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1)
+        except ValueError:
+            continue  # not one of ours
+        # A segment that starts just before midnight ends after it: keep a margin far longer
+        # than any segment, so the sweep never takes an object whose row is still there.
+        if end + SWEEP_MARGIN > horizon:
+            continue
+        async for batch in obstore.list(store, folder, chunk_size=BATCH):
+            keys = [meta["path"] for meta in batch]
+            if keys:
+                await obstore.delete_async(store, keys)
+                removed += len(keys)
+    return removed
 
 
 async def enforce_age(
@@ -29,9 +64,12 @@ async def enforce_age(
     camera: str,
     retention: timedelta,
     now: datetime | None = None,
+    prefix: str | None = None,
 ) -> int:
     """Delete this camera's segments (and gaps) that ended before now - retention; return how
-    many segments went. Raises what the index or the store raised (the caller retries)."""
+    many segments went. With ``prefix`` (the store's key prefix), also sweep the objects of
+    whole days past the horizon that no row names. Raises what the index or the store raised
+    (the caller retries)."""
     horizon = (now or datetime.now(UTC)) - retention
     removed = 0
     for _ in range(MAX_BATCHES_PER_PASS):
@@ -41,6 +79,10 @@ async def enforce_age(
             removed += len(keys)
         if len(keys) < BATCH:
             break
+    if prefix is not None:
+        orphans = await sweep_days(store, prefix, camera, horizon)
+        if orphans:
+            log.info("recording retention swept objects without rows", extra={"objects": orphans})
     if removed:
         log.info("recording retention", extra={"deleted_segments": removed})
     return removed
