@@ -22,6 +22,7 @@ from camfleet_dev.testbed.node import NodeCluster
 from camfleet_dev.testbed.postgres import PostgresServer
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.s3 import S3Server
 from camfleet_dev.testbed.tools import repo_root, tools_dir
 
 
@@ -78,6 +79,13 @@ def redis_server(testbed_dir: Path) -> Iterator[RedisServer]:
 def postgres(testbed_dir: Path) -> Iterator[PostgresServer]:
     """PostgreSQL 15 (Debian's), database `camfleet`; tests that restart it restart this one."""
     with PostgresServer(testbed_dir / "postgres") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(testbed_dir: Path) -> Iterator[S3Server]:
+    """versitygw (S3-compatible, posix backend); tests that take the store away restart it."""
+    with S3Server(testbed_dir / "s3") as server:
         yield server
 
 

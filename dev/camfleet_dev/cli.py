@@ -77,6 +77,36 @@ def _up(args: argparse.Namespace) -> int:
     )
 
 
+def _clip(args: argparse.Namespace) -> int:
+    """A recorded range as one MP4 (remuxed; bytes from the store, not the gateway)."""
+    import asyncio
+    import os
+
+    from camfleet_dev.clip import ClipError, export_clip
+    from overlay_gateway.history import BadQuery, parse_time
+
+    token = os.environ.get("CAMFLEET_TOKEN", "")
+    if not token:
+        print("camfleet clip: set CAMFLEET_TOKEN to a viewer token", file=sys.stderr)
+        return 2
+    try:
+        start, end = parse_time("--from", args.start), parse_time("--to", args.end)
+    except BadQuery as exc:
+        print(f"camfleet clip: {exc}", file=sys.stderr)
+        return 2
+    start_us = int(start.timestamp()) * 1_000_000 + start.microsecond
+    end_us = int(end.timestamp()) * 1_000_000 + end.microsecond
+    try:
+        frames = asyncio.run(
+            export_clip(args.gateway, token, args.camera, start_us, end_us, Path(args.output))
+        )
+    except ClipError as exc:
+        print(f"camfleet clip: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.output}: {frames} frames")
+    return 0
+
+
 def _down(args: argparse.Namespace) -> int:
     from camfleet_dev.up import run_down
 
@@ -105,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--camera", action="append", default=[], metavar="RTSP_URL", help="add a real camera"
     )
-    for name in ("gateway", "kube", "livekit", "postgres", "redis", "rtsp"):
+    for name in ("gateway", "kube", "livekit", "postgres", "redis", "rtsp", "s3"):
         up.add_argument(f"--{name}-port", type=int, default=None)
     up.set_defaults(func=_up)
 
@@ -113,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--state-dir", default=".camfleet")
     down.add_argument("--keep-state", action="store_true", help="stop only; keep the Cameras")
     down.set_defaults(func=_down)
+
+    clip = sub.add_parser(
+        "clip", help="export a recorded time range as one MP4 (token in CAMFLEET_TOKEN)"
+    )
+    clip.add_argument("--gateway", required=True, help="the gateway's URL")
+    clip.add_argument("--camera", required=True, metavar="NAMESPACE/NAME")
+    clip.add_argument("--from", dest="start", required=True, help="ISO-8601 or epoch ms")
+    clip.add_argument("--to", dest="end", required=True, help="ISO-8601 or epoch ms")
+    clip.add_argument("-o", "--output", required=True)
+    clip.set_defaults(func=_clip)
 
     testbed = sub.add_parser(
         "testbed",

@@ -31,6 +31,7 @@ from camfleet_dev.testbed.postgres import PostgresServer, pg_bin
 from camfleet_dev.testbed.process import ManagedProcess, StartError, free_port, http_ok
 from camfleet_dev.testbed.redis import RedisServer
 from camfleet_dev.testbed.rtsp import RtspCamera
+from camfleet_dev.testbed.s3 import S3Server
 from camfleet_dev.testbed.tools import MissingTool, repo_root, tool, tools_dir
 from camfleet_operator.settings import Settings as OperatorSettings
 from overlay_gateway.settings import Settings as GatewaySettings
@@ -45,7 +46,10 @@ DEFAULT_PORTS = {
     "postgres": 15432,
     "redis": 16379,
     "rtsp": 8554,
+    "s3": 17070,
 }
+#: The demo cameras record into this bucket of the local S3-compatible store (docs/recording.md).
+RECORDING_BUCKET = "recordings"
 
 
 class UpError(RuntimeError):
@@ -103,6 +107,7 @@ def check_tools() -> None:
     for name in ("kube-apiserver", "etcd", "kube-controller-manager", "kubectl"):
         tool(name)
     tool("livekit-server")
+    tool("versitygw")
     tool("redis-server")
     pg_bin("postgres")
 
@@ -127,16 +132,21 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
 
 
-def camera_manifest(name: str, namespace: str, url: str, secret: str | None) -> str:
+def camera_manifest(
+    name: str, namespace: str, url: str, secret: str | None, *, record: bool = False
+) -> str:
     source: dict[str, Any] = {"url": url}
     if secret:
         source["credentialsSecretRef"] = {"name": secret}
+    spec: dict[str, Any] = {"source": source}
+    if record:
+        spec["recording"] = {"mode": "continuous", "retention": "1d"}
     return json.dumps(
         {
             "apiVersion": "camfleet.io/v1alpha1",
             "kind": "Camera",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"source": source},
+            "spec": spec,
         }
     )
 
@@ -263,6 +273,9 @@ class Stack:
                 },
                 lambda: http_ok(f"http://127.0.0.1:{archiver_port}/healthz"),
             )
+        with self.progress.step("S3-compatible store (recordings)", f"127.0.0.1:{ports['s3']}"):
+            s3 = self.stack.enter_context(S3Server(self.state_dir / "s3", port=ports["s3"]))
+            s3.create_bucket(RECORDING_BUCKET)
         # livekit-server posts room events to the operator (on-demand cameras start at once).
         webhook = free_port()
         with self.progress.step("livekit-server", f"ws://127.0.0.1:{ports['livekit']}"):
@@ -287,6 +300,12 @@ class Stack:
                     "reconcile_interval_seconds": 10,
                     "webhook_host": "127.0.0.1",
                     "webhook_port": webhook,
+                    "recording_store_url": f"s3://{RECORDING_BUCKET}/camfleet-up",
+                    "recording_s3_endpoint": s3.endpoint,
+                    "recording_s3_region": s3.region,
+                    "recording_s3_access_key_id": s3.access_key_id,
+                    "recording_s3_secret_access_key": s3.secret_access_key,
+                    "recording_index_dsn": postgres.dsn,
                 },
             )
             self._process(
@@ -325,6 +344,11 @@ class Stack:
                             "livekit_api_key": livekit.api_key,
                             "livekit_api_secret": livekit.api_secret,
                             "postgres_dsn": postgres.dsn,
+                            "recording_store_url": f"s3://{RECORDING_BUCKET}/camfleet-up",
+                            "recording_s3_public_endpoint": s3.endpoint,
+                            "recording_s3_region": s3.region,
+                            "recording_s3_access_key_id": s3.access_key_id,
+                            "recording_s3_secret_access_key": s3.secret_access_key,
                         },
                     )
                 ),
@@ -337,7 +361,9 @@ class Stack:
                 )
             kube.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
             for name, clip in DEMO_CAMERAS.items():
-                kube.apply(camera_manifest(name, DEMO_NAMESPACE, camera.url(clip), None))
+                kube.apply(
+                    camera_manifest(name, DEMO_NAMESPACE, camera.url(clip), None, record=True)
+                )
                 state.cameras = sorted({*state.cameras, f"{DEMO_NAMESPACE}/{name}"})
         for i, url in enumerate(opts.cameras):
             clean, user, password = split_credentials(url)

@@ -33,6 +33,7 @@ from camfleet_ingest.health import IngestState, serve
 from camfleet_ingest.logs import Redactor, configure
 from camfleet_ingest.publisher import TrackPublisher, TrackShape
 from camfleet_ingest.reader import ReaderEvent, SourceOpened, SourceReader, StampedAccessUnit
+from camfleet_ingest.recording import Recorder, RecordingSettings, build_recorder
 from camfleet_ingest.settings import IngestSettings, safe_errors
 from camfleet_ingest.snapshot import Snapshots
 from camfleet_ingest.warmup import Warmup
@@ -71,6 +72,8 @@ class Supervisor:
         # The source's transient failure while it reconnects; published as participant
         # attributes so the operator can tell "camera down" from "ingest starting".
         self.source_failure: IngestFailure | None = None
+        # Records the same frames into the object store (docs/recording.md); None: not recording.
+        self.recorder: Recorder | None = None
 
     def _new_backoff(self, cap: float) -> Backoff:
         return Backoff(base=self.settings.backoff_base_s, cap=cap)
@@ -88,6 +91,8 @@ class Supervisor:
             asyncio.create_task(self._source_loop(), name="source"),
             asyncio.create_task(self._livekit_loop(), name="livekit"),
         ]
+        if self.recorder is not None:
+            tasks.append(asyncio.create_task(self.recorder.run(self.stop), name="recorder"))
         stopped = asyncio.create_task(self.stop.wait())
         crashed = False
         try:
@@ -99,8 +104,10 @@ class Supervisor:
                     log.error("%s loop crashed", task.get_name(), exc_info=task.exception())
                     crashed = True
         finally:
+            self.stop.set()  # the recorder drains within its own bound before it ends
             for task in [stopped, *tasks]:
-                task.cancel()
+                if task.get_name() != "recorder":
+                    task.cancel()
             await asyncio.gather(stopped, *tasks, return_exceptions=True)
             await self._shutdown()
         return 1 if self.fatal is not None or crashed else 0
@@ -166,6 +173,8 @@ class Supervisor:
             finally:
                 reader.stop()
             self._fail(failure)
+            if self.recorder is not None:
+                self.recorder.source_lost()
             if not failure.permanent:
                 self.source_failure = failure
                 self.attributes_changed.set()
@@ -202,7 +211,19 @@ class Supervisor:
                 if isinstance(event, SourceOpened):
                     self._source_opened(event)
                     timeout = s.read_timeout_s + STALL_GRACE_S
-                elif self._publish(event):
+                    watchdog = loop.call_later(timeout, stalled)
+                    continue
+                if self.recorder is not None:  # before the live path may skip the frame
+                    au = event.au
+                    self.recorder.feed(
+                        au.data,
+                        au.keyframe,
+                        event.frame_id,
+                        event.arrival_us,
+                        event.width,
+                        event.height,
+                    )
+                if self._publish(event):
                     backoff.reset()
                 watchdog = loop.call_later(timeout, stalled)
         finally:
@@ -311,6 +332,9 @@ class Supervisor:
             ic.ATTR_SNAPSHOT: self.settings.snapshot_url or "",
             ic.ATTR_AUDIO: (self.audio.codec or "") if self.audio is not None else "",
         }
+        if self.recorder is not None:
+            attributes[ic.ATTR_RECORDING] = self.recorder.state
+            attributes[ic.ATTR_RECORDING_REASON] = self.recorder.reason
         if self.opened is not None:
             info = self.opened.info
             attributes |= {
@@ -398,9 +422,12 @@ class _Final(PublishRejected):
     permanent = True
 
 
-async def _main(settings: IngestSettings) -> int:
+async def _main(settings: IngestSettings, recording: RecordingSettings) -> int:
     state = IngestState(settings.camera, settings.healthy_window_s)
     supervisor = Supervisor(settings, state)
+    supervisor.recorder = build_recorder(
+        recording, settings.camera, state.registry, supervisor.attributes_changed.set
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stop.set)
@@ -420,9 +447,11 @@ def run() -> int:
     redact = Redactor()
     try:
         settings = IngestSettings()  # type: ignore[call-arg]  # filled from the environment
+        recording = RecordingSettings()
     except ValidationError as exc:
         configure("INFO", redact, {})
-        message = f"invalid settings: {safe_errors(exc)}"
+        prefix = ic.ENV_PREFIX + ("RECORDING_" if exc.title == RecordingSettings.__name__ else "")
+        message = f"invalid settings: {safe_errors(exc, prefix)}"
         log.error(message)
         print(message, file=sys.stderr)
         return 2
@@ -434,4 +463,4 @@ def run() -> int:
         return 2
     redact.add(password)
     configure(settings.log_level, redact, {"camera": settings.camera})
-    return asyncio.run(_main(settings))
+    return asyncio.run(_main(settings, recording))

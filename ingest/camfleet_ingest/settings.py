@@ -136,10 +136,10 @@ def _read_secret(value: SecretStr | None, path: Path | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def safe_errors(exc: ValidationError) -> str:
+def safe_errors(exc: ValidationError, prefix: str = ic.ENV_PREFIX) -> str:
     """A one-line summary of a settings error, without the offending values."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False, include_context=False):
         where = ".".join(str(x) for x in err["loc"]) or "settings"
-        parts.append(f"{ic.ENV_PREFIX}{where.upper()}: {err['msg']}")
+        parts.append(f"{prefix}{where.upper()}: {err['msg']}")
     return "; ".join(parts)

@@ -8,7 +8,7 @@ conventions: `observedGeneration`, a `phase`, and metav1.Condition-shaped condit
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ class Observed(BaseModel):
     attributes: Mapping[str, str] = Field(default_factory=dict)
     conflict: str | None = None  # a child exists that this Camera does not own
     livekit_error: str | None = None  # LiveKit's API could not be asked this pass
+    recording_store: bool = False  # the operator has a store to record into
 
 
 class Failure(BaseModel):
@@ -289,16 +290,57 @@ def compute_status(
         elif observed.livekit_error:
             last_error = f"{c.REASON_LIVEKIT_UNAVAILABLE}: {scrub(observed.livekit_error)}"
 
+    conditions: tuple[Condition, ...] = (source, publish, ready)
+    if camera.spec.recording.enabled:
+        conditions += (_recording(camera, observed, cond),)
     return CameraStatus(
         observed_generation=camera.generation,
         phase=phase,
-        conditions=(source, publish, ready),
+        conditions=conditions,
         room=camera.room,
         codec=codec,
         resolution=resolution,
         fps=fps,
         restarts=observed.restarts,
         last_error=last_error,
+    )
+
+
+def _recording(
+    camera: Camera,
+    observed: Observed,
+    cond: Callable[[str, ConditionStatus, str, str], Condition],
+) -> Condition:
+    """`Recording`: what the ingest says of its recorder (participant attributes)."""
+    if camera.spec.recording.mode == "events":
+        return cond(
+            c.COND_RECORDING,
+            "False",
+            c.REASON_MODE_NOT_SUPPORTED,
+            "recording.mode events is not implemented yet: nothing is recorded (use continuous)",
+        )
+    if not observed.recording_store:
+        return cond(
+            c.COND_RECORDING,
+            "False",
+            c.REASON_NO_STORE,
+            "spec.recording is on but the operator has no recording store configured",
+        )
+    state = observed.attributes.get(ic.ATTR_RECORDING)
+    if state == ic.RECORDING_ON:
+        return cond(
+            c.COND_RECORDING, "True", c.REASON_RECORDING, f"{camera.spec.recording.mode} recording"
+        )
+    if state == ic.RECORDING_GAP:
+        reason = observed.attributes.get(ic.ATTR_RECORDING_REASON) or ic.GAP_STORE_UNAVAILABLE
+        return cond(
+            c.COND_RECORDING,
+            "False",
+            reason,
+            "segments cannot reach the store; a gap is being recorded (live video is unaffected)",
+        )
+    return cond(
+        c.COND_RECORDING, "Unknown", c.REASON_RECORDER_WAITING, "the ingest is not recording yet"
     )
 
 

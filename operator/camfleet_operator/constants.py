@@ -33,6 +33,14 @@ TOKEN_VOLUME: Final = "livekit-token"
 COND_SOURCE_REACHABLE: Final = "SourceReachable"
 COND_PUBLISHING: Final = "Publishing"
 COND_READY: Final = "Ready"
+#: Only on Cameras with spec.recording.mode other than off (docs/recording.md).
+COND_RECORDING: Final = "Recording"
+REASON_RECORDING: Final = "Recording"
+REASON_NO_STORE: Final = "NoRecordingStore"
+REASON_MODE_NOT_SUPPORTED: Final = "ModeNotSupported"
+REASON_RECORDER_WAITING: Final = "WaitingForIngest"
+EVENT_RECORDING_GAP: Final = "RecordingGap"
+EVENT_RECORDING_RESUMED: Final = "RecordingResumed"
 
 # Phases.
 PHASE_PENDING: Final = "Pending"

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from camfleet.camera import Camera, CameraStatus, ingest_deployment_name
 from camfleet_operator import constants as c
 from camfleet_operator import kube as paths
-from camfleet_operator.builders.deployment import build_deployment, desired_replicas
+from camfleet_operator.builders.deployment import build_deployment, desired_replicas, records
 from camfleet_operator.builders.secret import build_secret, issued_token, needs_rotation
 from camfleet_operator.conditions import (
     Observed,
@@ -235,7 +235,7 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
     ctx.track(camera)
     if camera.spec.on_demand:
         has_viewer = _within_grace(ctx, camera.uid, has_viewer, running=current_replicas > 0)
-    replicas = desired_replicas(camera, has_viewer=has_viewer)
+    replicas = desired_replicas(camera, has_viewer=has_viewer, defaults=ctx.defaults)
 
     # Ownership before any write; a name someone else holds is reported, never adopted (and a
     # Deployment must never mount a token Secret that is not ours).
@@ -264,7 +264,11 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
                 api,
                 paths.secrets(ns),
                 paths.secrets(ns, camera.secret_name),
-                build_secret(camera, token),
+                build_secret(
+                    camera,
+                    token,
+                    settings.recording_secrets() if records(camera, ctx.defaults) else None,
+                ),
                 secret or {},
             ),
             _ensure_child(
@@ -310,6 +314,7 @@ async def _sync(ctx: Context, camera: Camera, body: kopf.Body, logger: logging.L
         attributes=room.attributes,
         conflict=conflict,
         livekit_error=livekit_error,
+        recording_store=ctx.defaults.recording is not None,
         **pod_state,
     )
     status = compute_status(camera, observed, previous, datetime.now(UTC))
@@ -361,6 +366,17 @@ async def _write_status(
         previous_ready is None or previous_ready.reason != ready.reason
     ):
         kopf.event(body, type="Warning", reason=ready.reason, message=ready.message)
+    recording = status.condition(c.COND_RECORDING)
+    before = previous.condition(c.COND_RECORDING) if previous else None
+    if recording is None:
+        return
+    if recording.status == "False" and (
+        before is None or (before.status, before.reason) != ("False", recording.reason)
+    ):
+        message = f"{recording.reason}: {recording.message}"
+        kopf.event(body, type="Warning", reason=c.EVENT_RECORDING_GAP, message=message)
+    elif recording.status == "True" and before is not None and before.status == "False":
+        kopf.event(body, type="Normal", reason=c.EVENT_RECORDING_RESUMED, message=recording.message)
 
 
 async def finalize(ctx: Context, body: kopf.Body, retry: int, logger: logging.Logger) -> None:

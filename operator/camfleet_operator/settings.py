@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from camfleet.camera import Resources
 from camfleet_operator import constants as c
-from camfleet_operator.model import IngestDefaults
+from camfleet_operator.model import IngestDefaults, RecordingSecrets, RecordingStore
 
 
 class Settings(BaseSettings):
@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     webhook_host: str = "0.0.0.0"
     on_demand_grace_seconds: float = Field(default=5.0, ge=0)
 
+    # Recording (docs/recording.md): the store every recording Camera writes to, and the
+    # segment index (the archiver's PostgreSQL). Unset store: no Camera records.
+    recording_store_url: str | None = Field(
+        default=None, description="s3://bucket[/prefix] or file:///path"
+    )
+    recording_s3_endpoint: str | None = None
+    recording_s3_region: str = "us-east-1"
+    recording_s3_access_key_id: SecretStr | None = None
+    recording_s3_secret_access_key: SecretStr | None = None
+    recording_index_dsn: SecretStr | None = None
+    recording_volume_claim: str | None = Field(
+        default=None, description="PVC mounted at a file:// store's path in the ingest pods"
+    )
+
     # Observability.
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 disables metrics")
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
@@ -88,7 +102,26 @@ class Settings(BaseSettings):
             # Rotation happens on a timer pass; a smaller margin lets a token expire in between.
             raise ValueError("token_rotation_margin_seconds must exceed the reconcile interval")
         self.shard_labels()  # fail at start-up, not at the first event
+        if self.recording_store_url is not None:
+            if not self.recording_store_url.startswith(("s3://", "file:///")):
+                raise ValueError("recording_store_url must be s3://bucket[/prefix] or file:///path")
+            if self.recording_index_dsn is None:
+                raise ValueError("recording_store_url needs recording_index_dsn (the index)")
+            if self.recording_store_url.startswith("s3://") and (
+                self.recording_s3_access_key_id is None
+                or self.recording_s3_secret_access_key is None
+            ):
+                raise ValueError("an s3:// recording store needs the access key id and secret")
         return self
+
+    def recording_secrets(self) -> RecordingSecrets | None:
+        if self.recording_store_url is None or self.recording_index_dsn is None:
+            return None
+        return RecordingSecrets(
+            index_dsn=self.recording_index_dsn,
+            s3_access_key_id=self.recording_s3_access_key_id,
+            s3_secret_access_key=self.recording_s3_secret_access_key,
+        )
 
     def api_secret(self) -> str:
         """The LiveKit API secret (re-read from the file so a rotated Secret is picked up)."""
@@ -152,4 +185,14 @@ class Settings(BaseSettings):
                 limits={k: v for k, v in limits.items() if v} or None,
             ),
             livekit_url=self.livekit_url,
+            recording=(
+                None
+                if self.recording_store_url is None
+                else RecordingStore(
+                    store_url=self.recording_store_url,
+                    s3_endpoint=self.recording_s3_endpoint,
+                    s3_region=self.recording_s3_region,
+                    volume_claim=self.recording_volume_claim,
+                )
+            ),
         )

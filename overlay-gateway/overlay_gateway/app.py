@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
@@ -34,6 +35,7 @@ from overlay_gateway.history_api import setup_history_routes
 from overlay_gateway.hub import Hub
 from overlay_gateway.kube import KubeClient, KubeConfig
 from overlay_gateway.metrics import Metrics
+from overlay_gateway.recordings import Recordings, S3Signer
 from overlay_gateway.routes import WS_PATH, setup_routes
 from overlay_gateway.settings import AuthMode, Settings
 from overlay_gateway.snapshot_api import setup_snapshot_routes
@@ -127,11 +129,36 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
         else None
     )
     app[keys.HISTORY] = history
+    app[keys.RECORDINGS] = recordings(settings, history)
     if history is not None:
         await history.open()
     yield
     if history is not None:
         await history.close()
+
+
+def recordings(settings: Settings, history: History | None) -> Recordings | None:
+    """Playback needs the index (the history database) and an S3 store to sign URLs for."""
+    if history is None or settings.recording_store_url is None:
+        return None
+    secret = (
+        settings.recording_s3_secret_access_key_file.read_text().strip()
+        if settings.recording_s3_secret_access_key_file is not None
+        else settings.recording_s3_secret_access_key.get_secret_value()
+        if settings.recording_s3_secret_access_key is not None
+        else None
+    )
+    if settings.recording_s3_access_key_id is None or secret is None:
+        raise ValueError("recording_store_url needs the S3 access key id and secret to sign with")
+    signer = S3Signer(
+        settings.recording_store_url,
+        endpoint=settings.recording_s3_public_endpoint,
+        region=settings.recording_s3_region,
+        access_key_id=settings.recording_s3_access_key_id.get_secret_value(),
+        secret_access_key=secret,
+        ttl=timedelta(seconds=settings.recording_url_ttl_seconds),
+    )
+    return Recordings(history, signer)
 
 
 async def _kube_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -286,6 +286,10 @@ class History:
         except (psycopg.Error, OSError) as exc:
             raise HistoryUnavailable("history database unavailable") from exc
 
+    async def fetch(self, query: sql.Composable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the history database (the recording index too)."""
+        return await self._fetch(sql.Composed([query]), params)
+
     async def events(self, q: EventsQuery) -> dict[str, Any]:
         desc = q.order == "desc"
         conditions: list[sql.Composable] = [

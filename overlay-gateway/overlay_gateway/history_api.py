@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from overlay_gateway.history import (
     parse_timeline_query,
 )
 from overlay_gateway.protocol import ErrorCode
+from overlay_gateway.recordings import parse_playback_query
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,19 @@ async def _timeline(
     return await history.timeline(parse_timeline_query(camera, params))
 
 
+async def _recordings(
+    _history: History, camera: str, params: dict[str, str], request: web.Request
+) -> dict[str, Any]:
+    """Recorded segments (signed URLs) and gaps of a range (docs/recording.md)."""
+    recordings = request.app[keys.RECORDINGS]
+    if recordings is None:
+        raise HistoryUnavailable("playback not configured (no recording store)")
+    query = parse_playback_query(camera, params, datetime.now(UTC))
+    return await recordings.segments(query)
+
+
 def setup_history_routes(app: web.Application) -> None:
     base = "/api/cameras/{namespace}/{name}"
+    app.router.add_get(f"{base}/recordings", _handler(_recordings))
     app.router.add_get(f"{base}/events", _handler(_events))
     app.router.add_get(f"{base}/timeline", _handler(_timeline))

@@ -16,6 +16,7 @@ from overlay_gateway.history import History
 from overlay_gateway.hub import Hub
 from overlay_gateway.kube import KubeClient
 from overlay_gateway.metrics import Metrics
+from overlay_gateway.recordings import Recordings
 from overlay_gateway.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,3 +31,4 @@ ADMISSION = web.AppKey("admission", Admission)
 FRESHNESS = web.AppKey("freshness", Freshness)
 HISTORY: web.AppKey[History | None] = web.AppKey("history")
 CHANNELS = web.AppKey("channels", Channels)  # the open /ws connections
+RECORDINGS: web.AppKey[Recordings | None] = web.AppKey("recordings")

@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     history_pool_size: int = Field(default=4, ge=1)
     history_max_limit: int = Field(default=1000, ge=1)
     history_statement_timeout_ms: int = Field(default=2000, ge=10)
+    # Playback (docs/recording.md): the store the ingests record into, as browsers reach it,
+    # and read-only credentials to sign GETs with. Unset: /recordings answers 503.
+    recording_store_url: str | None = Field(default=None, description="s3://bucket[/prefix]")
+    recording_s3_public_endpoint: str | None = None
+    recording_s3_region: str = "us-east-1"
+    recording_s3_access_key_id: SecretStr | None = None
+    recording_s3_secret_access_key: SecretStr | None = None
+    recording_s3_secret_access_key_file: Path | None = None
+    recording_url_ttl_seconds: int = Field(default=300, ge=10, le=3600)
     # A camera whose last event is older than this shows "overlays stale" (AI path health).
     overlay_stale_seconds: float = Field(default=30.0, gt=0)
 

@@ -28,6 +28,8 @@ Mode = Literal["auto", "passthrough", "transcode"]
 #: the older spellings of `off` and `auto`, still accepted (`audio_choice` normalises them).
 Audio = Literal["auto", "off", "none", "opus"]
 AudioChoice = Literal["auto", "off"]
+RecordingMode = Literal["off", "continuous", "events"]
+OnDelete = Literal["keep", "delete"]
 Phase = Literal["Pending", "Connecting", "Live", "Degraded", "Stopped", "Failed"]
 PHASES: Final[tuple[Phase, ...]] = get_args(Phase)
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -148,6 +150,47 @@ class History(_Spec):
         return None if self.retention is None else parse_retention(self.retention)
 
 
+#: `spec.recording.preRoll`/`postRoll`: whole seconds, e.g. `5s` (the CRD's pattern is the same).
+SECONDS_PATTERN: Final = r"^[0-9]{1,3}s$"
+
+
+def parse_seconds(value: str) -> int:
+    """`"5s"` → 5; 0 to 999 seconds."""
+    if not isinstance(value, str) or not re.match(SECONDS_PATTERN, value):
+        raise ValueError(f"invalid duration {value!r}: expected whole seconds, e.g. '5s'")
+    return int(value[:-1])
+
+
+class Recording(_Spec):
+    """`spec.recording`: remuxed fMP4 segments of the camera's own stream (docs/recording.md).
+
+    A Camera that records runs its ingest continuously, even when `onDemand` (recording needs
+    the RTSP pull whether or not anyone watches).
+    """
+
+    mode: RecordingMode = "off"
+    retention: Annotated[str, Field(pattern=RETENTION_PATTERN, max_length=6)] = "7d"
+    # Events mode only (the CRD refuses them otherwise): seconds kept before the first and
+    # after the last event of an episode.
+    pre_roll: Annotated[
+        str | None, Field(alias="preRoll", pattern=SECONDS_PATTERN, max_length=4)
+    ] = None
+    post_roll: Annotated[
+        str | None, Field(alias="postRoll", pattern=SECONDS_PATTERN, max_length=4)
+    ] = None
+    #: What deleting the Camera does to its recordings: keep them until retention ends them
+    #: (the default: a deleted Camera is often re-created), or delete them with the Camera.
+    on_delete: Annotated[OnDelete, Field(alias="onDelete")] = "keep"
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def retention_delta(self) -> timedelta:
+        return parse_retention(self.retention)
+
+
 class CameraSpec(_Spec):
     source: Source
     stream: Stream = Stream()
@@ -157,6 +200,7 @@ class CameraSpec(_Spec):
     ingest: Ingest = Ingest()
     access: Access | None = None
     history: History | None = None
+    recording: Recording = Recording()
 
 
 class Condition(_Status):

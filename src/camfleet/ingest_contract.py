@@ -55,3 +55,33 @@ PUBLISH_REJECTED: Final = "PublishRejected"
 FAILURE_REASONS: Final = (AUTH_FAILED, UNREACHABLE, CODEC_UNSUPPORTED, PUBLISH_REJECTED)
 #: Failures that a restart will not cure.
 PERMANENT_FAILURE_REASONS: Final = (AUTH_FAILED, CODEC_UNSUPPORTED, PUBLISH_REJECTED)
+
+# Recording (docs/recording.md): the operator sets these when `spec.recording.mode` is not off.
+# `RECORDING_STORE_URL` is `s3://<bucket>[/<prefix>]` or `file:///<path>` (a mounted volume);
+# S3 credentials and the index DSN come from the camera's Secret, never from the pod spec.
+ENV_RECORDING_MODE: Final = "RECORDING_MODE"
+ENV_RECORDING_RETENTION: Final = "RECORDING_RETENTION"
+ENV_RECORDING_PRE_ROLL_S: Final = "RECORDING_PRE_ROLL_S"
+ENV_RECORDING_POST_ROLL_S: Final = "RECORDING_POST_ROLL_S"
+ENV_RECORDING_STORE_URL: Final = "RECORDING_STORE_URL"
+ENV_RECORDING_S3_ENDPOINT: Final = "RECORDING_S3_ENDPOINT"
+ENV_RECORDING_S3_REGION: Final = "RECORDING_S3_REGION"
+ENV_RECORDING_S3_ACCESS_KEY_ID: Final = "RECORDING_S3_ACCESS_KEY_ID"
+ENV_RECORDING_S3_SECRET_ACCESS_KEY: Final = "RECORDING_S3_SECRET_ACCESS_KEY"
+ENV_RECORDING_INDEX_DSN: Final = "RECORDING_INDEX_DSN"
+#: Keys of the camera's Secret that carry the recording credentials (when recording is on).
+SECRET_S3_ACCESS_KEY_ID: Final = "s3-access-key-id"
+SECRET_S3_SECRET_ACCESS_KEY: Final = "s3-secret-access-key"
+SECRET_INDEX_DSN: Final = "recording-index-dsn"
+#: Participant attribute: `recording` is `on` while segments reach the store, `gap` while they
+#: cannot (then `recordingReason` says why); absent when the camera does not record.
+ATTR_RECORDING: Final = "recording"
+ATTR_RECORDING_REASON: Final = "recordingReason"
+RECORDING_ON: Final = "on"
+RECORDING_GAP: Final = "gap"
+# Why a recording has a gap: a recording gap's `reason` in the index, the attribute, a metric label.
+GAP_STORE_UNAVAILABLE: Final = "StoreUnavailable"
+GAP_BUFFER_FULL: Final = "BufferFull"
+GAP_INGEST_RESTART: Final = "IngestRestart"
+GAP_SOURCE_LOST: Final = "SourceLost"
+GAP_REASONS: Final = (GAP_STORE_UNAVAILABLE, GAP_BUFFER_FULL, GAP_INGEST_RESTART, GAP_SOURCE_LOST)

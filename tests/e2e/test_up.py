@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page
 
@@ -41,7 +42,7 @@ class Up:
 
 def _ports() -> list[str]:
     args = []
-    for name in ("gateway", "kube", "livekit", "postgres", "redis", "rtsp"):
+    for name in ("gateway", "kube", "livekit", "postgres", "redis", "rtsp", "s3"):
         args += [f"--{name}-port", str(free_port())]
     return args
 
@@ -175,6 +176,32 @@ async def _demo_plays_with_boxes(browser: Browser, up: Up, rtsp_port: int) -> No
         await page.close()
 
 
+async def _demo_records(up: Up) -> None:
+    """The demo cameras record: the operator passed the store to the ingests (through their
+    Secrets), segments reach the local S3 store and the index, and the gateway hands out
+    signed URLs that the store answers with an fMP4 segment."""
+    base, _, fragment = up.viewer_url.partition("#")
+    token = fragment.removeprefix("token=")
+    url = f"{base.rstrip('/')}/api/cameras/demo/lobby/recordings"
+    found: dict[str, Any] = {}
+
+    async def recorded() -> bool:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp,
+        ):
+            found.update(await resp.json())
+            return resp.status == 200 and bool(found.get("segments"))
+
+    await _until(recorded, 60, f"a recorded segment of demo/lobby ({found})")
+    async with aiohttp.ClientSession() as session, session.get(found["segments"][0]["url"]) as r:
+        assert r.status == 200
+        assert (await r.read())[4:8] == b"ftyp"
+    camera = json.loads(kubectl(up, "get", "cam", "lobby", "-n", "demo", "-o", "json"))
+    conditions = {c["type"]: c for c in camera["status"]["conditions"]}
+    assert conditions["Recording"]["status"] == "True", conditions
+
+
 async def test_up_runs_the_demo_survives_a_restart_and_leaves_nothing(
     state_dir: Path, browser: Browser
 ) -> None:
@@ -186,6 +213,7 @@ async def test_up_runs_the_demo_survives_a_restart_and_leaves_nothing(
         cams = json.loads(kubectl(up, "get", "cam", "-A", "-o", "json"))["items"]
         assert sorted(c["metadata"]["name"] for c in cams) == ["loading-dock", "lobby"]
         await _demo_plays_with_boxes(browser, up, rtsp_port)
+        await _demo_records(up)
         names = kubectl(up, "get", "cam", "-n", "demo", "-o", "name")
         assert "camera.camfleet.io/third" in names
     finally:

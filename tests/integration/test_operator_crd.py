@@ -71,6 +71,18 @@ GOOD = {"source": {"url": "rtsp://10.0.0.7:554/stream1"}}
             "control characters",
         ),
         ({**GOOD, "access": {"groups": ["ops\n"]}}, "spec.access.groups[0]", "control characters"),
+        ({**GOOD, "recording": {"mode": "always"}}, "spec.recording.mode", "Unsupported value"),
+        ({**GOOD, "recording": {"retention": "7days"}}, "spec.recording.retention", "should match"),
+        (
+            {**GOOD, "recording": {"mode": "continuous", "preRoll": "5s"}},
+            "spec.recording.preRoll",
+            "only allowed with recording.mode: events",
+        ),
+        (
+            {**GOOD, "recording": {"mode": "events", "postRoll": "10"}},
+            "spec.recording.postRoll",
+            "should match",
+        ),
     ],
 )
 def test_bad_camera_is_refused_naming_the_field(
@@ -119,6 +131,7 @@ def test_defaults_are_filled_by_the_api_server(
         "enabled": True,
         "onDemand": False,
         "ingest": {},
+        "recording": {"mode": "off", "retention": "7d", "onDelete": "keep"},
     }
 
 

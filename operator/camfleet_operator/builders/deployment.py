@@ -17,25 +17,43 @@ from camfleet_operator.model import IngestDefaults
 # The ingest image's non-root user; fsGroup lets it read the 0440 token file.
 INGEST_UID = 10001  # the user the camfleet images run as (images/*/Dockerfile)
 TOKEN_FILE_MODE = 0o440
+RECORDING_VOLUME = "recordings"
 
 
-def desired_replicas(camera: Camera, *, has_viewer: bool) -> int:
-    """1 while the ingest should run; 0 when disabled, or on-demand with nobody watching."""
+def records(camera: Camera, defaults: IngestDefaults) -> bool:
+    """The Camera asks for recording and the operator has a store to record into.
+
+    Only `continuous` so far: `events` is in the contract but not implemented (the Camera's
+    Recording condition says so), so it records nothing and leaves the ingest on demand.
+    """
+    return camera.spec.recording.mode == "continuous" and defaults.recording is not None
+
+
+def desired_replicas(
+    camera: Camera, *, has_viewer: bool, defaults: IngestDefaults | None = None
+) -> int:
+    """1 while the ingest should run; 0 when disabled, or on-demand with nobody watching.
+
+    A Camera that records runs continuously even when on-demand: the recording needs the pull
+    whether anyone watches or not.
+    """
     if not camera.spec.enabled:
         return 0
     if camera.spec.on_demand and not has_viewer:
-        return 0
+        return 1 if defaults is not None and records(camera, defaults) else 0
     return 1
 
 
 def spec_hash(camera: Camera, defaults: IngestDefaults) -> str:
     """Digest of everything the pod is built from; a change rolls the ingest."""
-    return content_hash(
-        {
-            "spec": camera.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "defaults": defaults.model_dump(mode="json"),
-        }
-    )
+    spec = camera.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    base = defaults.model_dump(mode="json")
+    # Fields added later leave the hash of a Camera that does not use them as it was, so an
+    # upgrade of the operator does not roll every ingest.
+    if not records(camera, defaults):
+        spec.pop("recording", None)
+        base.pop("recording", None)
+    return content_hash({"spec": spec, "defaults": base})
 
 
 def _quantities(values: dict[str, int | str] | None) -> dict[str, str] | None:
@@ -75,6 +93,7 @@ def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
     ]
     if spec.stream.max_bitrate_kbps is not None:
         env.append({"name": f"{p}MAX_BITRATE_KBPS", "value": str(spec.stream.max_bitrate_kbps)})
+    env += _recording_env(camera, defaults)
     env += [
         {"name": f"{p}LIVEKIT_URL", "value": defaults.livekit_url},
         {"name": f"{p}ROOM", "value": camera.room},
@@ -87,6 +106,39 @@ def _env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
         # Announced with the snapshot address, so the gateway can fetch the camera's still.
         {"name": f"{p}ADVERTISE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": f"{p}TERMINATION_LOG", "value": ic.TERMINATION_LOG},
+    ]
+    return env
+
+
+def _recording_env(camera: Camera, defaults: IngestDefaults) -> list[dict[str, Any]]:
+    store = defaults.recording
+    if store is None or not records(camera, defaults):
+        return []
+    p = ic.ENV_PREFIX
+    spec = camera.spec.recording
+    env: list[dict[str, Any]] = [
+        {"name": p + ic.ENV_RECORDING_MODE, "value": spec.mode},
+        {"name": p + ic.ENV_RECORDING_RETENTION, "value": spec.retention},
+    ]
+    if spec.pre_roll is not None:
+        env.append({"name": p + ic.ENV_RECORDING_PRE_ROLL_S, "value": spec.pre_roll[:-1]})
+    if spec.post_roll is not None:
+        env.append({"name": p + ic.ENV_RECORDING_POST_ROLL_S, "value": spec.post_roll[:-1]})
+    env.append({"name": p + ic.ENV_RECORDING_STORE_URL, "value": store.store_url})
+    secret_keys = [(ic.ENV_RECORDING_INDEX_DSN, ic.SECRET_INDEX_DSN)]
+    if store.store_url.startswith("s3:"):
+        if store.s3_endpoint:
+            env.append({"name": p + ic.ENV_RECORDING_S3_ENDPOINT, "value": store.s3_endpoint})
+        env.append({"name": p + ic.ENV_RECORDING_S3_REGION, "value": store.s3_region})
+        secret_keys += [
+            (ic.ENV_RECORDING_S3_ACCESS_KEY_ID, ic.SECRET_S3_ACCESS_KEY_ID),
+            (ic.ENV_RECORDING_S3_SECRET_ACCESS_KEY, ic.SECRET_S3_SECRET_ACCESS_KEY),
+        ]
+    # Credentials by secretKeyRef from the camera's own Secret (the operator copies them there:
+    # a pod can only mount Secrets of its namespace).
+    env += [
+        {"name": p + var, "valueFrom": {"secretKeyRef": {"name": camera.secret_name, "key": key}}}
+        for var, key in secret_keys
     ]
     return env
 
@@ -131,7 +183,19 @@ def _container(camera: Camera, defaults: IngestDefaults) -> dict[str, Any]:
     }
     if resources := _resources(camera, defaults):
         container["resources"] = resources
+    if (claim := _recording_claim(camera, defaults)) is not None:
+        container["volumeMounts"].append({"name": RECORDING_VOLUME, "mountPath": claim[1]})
     return container
+
+
+def _recording_claim(camera: Camera, defaults: IngestDefaults) -> tuple[str, str] | None:
+    """(claim, mount path) of a file:// store on a PersistentVolumeClaim, when recording."""
+    store = defaults.recording
+    if store is None or not records(camera, defaults) or store.volume_claim is None:
+        return None
+    if not store.store_url.startswith("file://"):
+        return None
+    return store.volume_claim, store.store_url.removeprefix("file://")
 
 
 def build_deployment(camera: Camera, defaults: IngestDefaults, *, replicas: int) -> dict[str, Any]:
@@ -160,6 +224,10 @@ def build_deployment(camera: Camera, defaults: IngestDefaults, *, replicas: int)
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     }
+    if (claim := _recording_claim(camera, defaults)) is not None:
+        pod_spec["volumes"].append(
+            {"name": RECORDING_VOLUME, "persistentVolumeClaim": {"claimName": claim[0]}}
+        )
     if camera.spec.ingest.node_selector:
         pod_spec["nodeSelector"] = dict(sorted(camera.spec.ingest.node_selector.items()))
     if camera.spec.ingest.tolerations:

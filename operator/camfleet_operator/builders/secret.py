@@ -7,11 +7,30 @@ from camfleet import ingest_contract as ic
 from camfleet.camera import Camera
 from camfleet_operator import constants as c
 from camfleet_operator.builders.meta import labels, owner_reference, stamp
-from camfleet_operator.model import IssuedToken
+from camfleet_operator.model import IssuedToken, RecordingSecrets
 
 
-def build_secret(camera: Camera, token: IssuedToken) -> dict[str, Any]:
-    """The desired token Secret; its annotations let the next pass decide whether to rotate."""
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def build_secret(
+    camera: Camera, token: IssuedToken, recording: RecordingSecrets | None = None
+) -> dict[str, Any]:
+    """The desired token Secret; its annotations let the next pass decide whether to rotate.
+
+    A recording camera's Secret also carries the index DSN and the store's credentials (a pod
+    can reference only Secrets of its own namespace).
+    """
+    data = {ic.TOKEN_KEY: _b64(token.token)}
+    if recording is not None:
+        data[ic.SECRET_INDEX_DSN] = _b64(recording.index_dsn.get_secret_value())
+        for key, value in (
+            (ic.SECRET_S3_ACCESS_KEY_ID, recording.s3_access_key_id),
+            (ic.SECRET_S3_SECRET_ACCESS_KEY, recording.s3_secret_access_key),
+        ):
+            if value is not None:
+                data[key] = _b64(value.get_secret_value())
     secret: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -30,7 +49,7 @@ def build_secret(camera: Camera, token: IssuedToken) -> dict[str, Any]:
         },
         # `data` (base64), not `stringData`: it is what the API server hands back, so the
         # desired-hash comparison sees the same bytes on both sides.
-        "data": {ic.TOKEN_KEY: base64.b64encode(token.token.encode()).decode()},
+        "data": data,
     }
     return stamp(secret)
 
