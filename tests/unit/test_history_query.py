@@ -106,5 +106,6 @@ def test_record_of_an_event() -> None:
         None,
     )
     assert ts == NOW + timedelta(milliseconds=123)
-    assert labels == ["car", "person"]
+    assert labels == '{"car","person"}'  # a text[] literal for COPY
+    assert record.labels == ["car", "person"]
     assert objects.startswith('[{"id":"1"')
