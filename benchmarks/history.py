@@ -66,6 +66,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU of a process and its children (a postmaster and its backends)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid, rest = int(stat.parent.name), text.rsplit(")", 1)[1].split()
+        if pid == root_pid or int(rest[1]) == root_pid:
+            total += (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def postmaster_pid(pg: PostgresServer) -> int:
+    return int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+
+
 def start_archiver(redis_url: str, dsn: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {
@@ -117,19 +135,24 @@ def bench_rate(redis_url: str, pg: PostgresServer, work: Path, total: int) -> No
             pub.publish_many([event(c, n) for c in CAMERAS])
     migrate(dsn)  # not part of the measurement
     proc, port = start_archiver(redis_url, dsn, work / "archiver-rate.log")
+    postmaster = postmaster_pid(pg)
     try:
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        pg0 = tree_cpu_seconds(postmaster)
         # Progress from the archiver's own counter: polling count(*) would load PostgreSQL.
         while archived(port) < per_camera * len(CAMERAS):
             time.sleep(0.1)
         elapsed, cpu = time.monotonic() - t0, cpu_seconds(proc.pid) - cpu0
+        pg_cpu = tree_cpu_seconds(postmaster) - pg0
     finally:
         stop(proc)
     done = rows(dsn)
     print(
         f"rate: {done} events in {elapsed:.1f} s = {done / elapsed:,.0f} events/s; "
         f"archiver CPU {cpu:.1f} s = {cpu / elapsed:.2f} cores "
-        f"({done / cpu:,.0f} events per CPU-second)",
+        f"({done / cpu:,.0f} events per CPU-second); PostgreSQL CPU {pg_cpu:.1f} s = "
+        f"{pg_cpu / elapsed:.2f} cores ({pg_cpu / done * 1e6:.0f} µs per event, archiver "
+        f"{cpu / done * 1e6:.0f} µs)",
         flush=True,
     )
 
