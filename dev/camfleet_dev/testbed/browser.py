@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Mapping
 
 from playwright.async_api import Browser, Playwright
 
@@ -31,8 +33,15 @@ def chromium_path() -> str:
     raise MissingTool(f"chromium is not installed: {SETUP_HINT}")
 
 
-async def launch_chromium(pw: Playwright) -> Browser:
-    """Headless Chromium with a fresh temporary profile (Playwright makes and removes it)."""
+async def launch_chromium(pw: Playwright, env: Mapping[str, str] | None = None) -> Browser:
+    """Headless Chromium with a fresh temporary profile (Playwright makes and removes it).
+
+    `env` is added to this process's environment for the browser, e.g. `PulseServer.env` to give
+    it an audio output device.
+    """
     return await pw.chromium.launch(
-        executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        executable_path=chromium_path(),
+        headless=True,
+        args=CHROMIUM_ARGS,
+        env={**os.environ, **env} if env else None,
     )

@@ -30,6 +30,7 @@ export class SoundControl {
   attach(track: RemoteAudioTrack): void {
     this.detach();
     this.track = track;
+    passEncodedFramesThrough(track);
     track.attach(this.audio);
     this.audio.muted = this.muted;
     this.button.hidden = false;
@@ -52,5 +53,31 @@ export class SoundControl {
   private render(): void {
     this.button.textContent = this.muted ? 'Unmute' : 'Mute';
     this.button.setAttribute('aria-pressed', String(!this.muted));
+  }
+}
+
+/**
+ * Let the audio's encoded frames reach the decoder.
+ *
+ * The room's frame-metadata worker (camera.ts) makes livekit-client open its peer connection with
+ * `encodedInsertableStreams` in Chromium, where every receiver's frames then wait for a reader of
+ * its encoded streams; livekit-client sets one up for video tracks only (2.23.0), so without this
+ * Chromium receives the audio packets but never decodes or plays a sample
+ * (`totalSamplesReceived` stays 0). Elsewhere (no `createEncodedStreams`) there is nothing to do.
+ */
+function passEncodedFramesThrough(track: RemoteAudioTrack): void {
+  const receiver = track.receiver as
+    | (RTCRtpReceiver & {
+        createEncodedStreams?: () => { readable: ReadableStream; writable: WritableStream };
+        camfleetPassthrough?: boolean;
+      })
+    | undefined;
+  if (!receiver?.createEncodedStreams || receiver.camfleetPassthrough) return;
+  try {
+    const { readable, writable } = receiver.createEncodedStreams();
+    receiver.camfleetPassthrough = true;
+    void readable.pipeTo(writable).catch(() => undefined);
+  } catch {
+    // Not opened with insertable streams, or already taken: the frames flow without us.
   }
 }
