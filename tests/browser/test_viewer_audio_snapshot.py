@@ -62,10 +62,8 @@ async def audio_stats(page: Page, camera: str) -> dict[str, Any]:
 async def test_tile_sound_is_muted_until_unmuted(browser: Browser, av_stack: ViewerStack) -> None:
     """The camera's audio reaches the page's tile, muted, with a control to unmute it.
 
-    A/V offset is measured at an SDK subscriber (tests/integration/test_ingest_audio.py), not
-    here: headless Chromium on these machines has no sound device and never plays received
-    audio out (inbound-rtp shows the packets, `totalSamplesReceived` stays 0), so there is no
-    sample to time (docs/ingest.md#audio).
+    Playout and the A/V offset in Chromium: test_viewer_av_sync.py (a browser with an audio
+    output device).
     """
     page = await open_signed_in(browser, av_stack, "viewer")
     camera = av_stack.camera

@@ -3,8 +3,9 @@
 The test camera's `h264-aac` variant has, in every 8 s lap, a 1 kHz beep that starts at video
 frame 100 (`camfleet_dev.testbed.media.BEEP_FRAME`) → `camfleet-ingest` (AAC → Opus) →
 livekit-server → the viewer's tile, unmuted. Chromium plays the audio out into a PulseAudio null
-sink (`camfleet_dev.testbed.pulse`): without an output device it never renders received WebRTC
-audio at all (`totalSamplesReceived` stays 0).
+sink (`camfleet_dev.testbed.pulse`), a real output device that pulls samples at the real rate.
+(`totalSamplesReceived` stayed 0 before sound.ts fed the audio receiver's encoded frames through;
+whether Chromium without any output device also renders them was not re-tested.)
 
 The page times both on `performance.now()`:
 - video: each presented picture's `expectedDisplayTime` (requestVideoFrameCallback) with the frame

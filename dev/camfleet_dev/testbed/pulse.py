@@ -1,9 +1,9 @@
 """A private PulseAudio daemon with a null sink: an audio output device for headless Chromium.
 
-This machine has no sound card, and Chromium without an output device never plays received
-WebRTC audio out (its audio pipeline pulls no samples: `totalSamplesReceived` stays 0). A user
-daemon on its own socket, with `module-null-sink` as its only sink, gives it one that consumes
-samples at the real rate; `env` is what to pass to the browser (`PULSE_SERVER`).
+This machine has no sound card. A user daemon on its own socket, with `module-null-sink` as its
+only sink, gives Chromium an output device that consumes samples at the real rate, so WebRTC's
+audio pipeline plays received audio out (tests/browser/test_viewer_av_sync.py); `env` is what
+to pass to the browser (`PULSE_SERVER`).
 """
 
 from __future__ import annotations
