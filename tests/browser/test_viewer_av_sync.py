@@ -219,6 +219,7 @@ async def test_the_beep_plays_with_its_frame(
         median = statistics.median(offsets)
         video = await stats(page, camera)
         sound = await audio_stats(page, camera)
+        cut = sound.get("removedSamplesForAcceleration", 0)
         emitted = max(1, sound.get("jitterBufferEmittedCount", 0))
         context = (
             f"offsets (audio onset - frame {BEEP_FRAME} shown) {[round(o) for o in offsets]} ms; "
@@ -226,7 +227,11 @@ async def test_the_beep_plays_with_its_frame(
             f"(target {1000 * sound.get('jitterBufferTargetDelay', 0) / emitted:.0f}); "
             f"video hold-back {video.get('holdBackMs')} ms, "
             f"jitterBufferTarget {video.get('jitterBufferTarget')}; "
-            f"Web Audio outputLatency {result['outputLatency']} s"
+            f"Web Audio outputLatency {result['outputLatency']} s; since unmuting: "
+            f"{(sound['packetsReceived'] - first['packetsReceived']) / 50:.2f} s received, "
+            f"{(sound['totalSamplesReceived'] - first['totalSamplesReceived']) / 48_000:.2f} s "
+            f"played, {(cut - first.get('removedSamplesForAcceleration', 0)) / 48_000:.2f} s "
+            f"cut by acceleration, in {(sound['timestamp'] - first['timestamp']) / 1000:.2f} s"
         )
         print(context)
         # Each beep is heard within the lap of its frame (a broken timeline or a misheard
