@@ -89,21 +89,25 @@ async def create_partitions(
 ) -> None:
     """Create the daily partitions of `days` (events and their counts) that do not exist yet
     (one transaction)."""
+    statements: list[sql.Composable] = []
+    for day in sorted(days):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        tables = [(partition_name(day), TABLE)]
+        if counts:  # False only before migration 0002 (which then adds them)
+            tables.append((counts_partition_name(day), COUNTS_TABLE))
+        for name, table in tables:
+            statements.append(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                ).format(
+                    sql.Identifier(name),
+                    sql.Identifier(table),
+                    sql.Literal(start),
+                    sql.Literal(start + timedelta(days=1)),
+                )
+            )
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
-        for day in sorted(days):
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            tables = [(partition_name(day), TABLE)]
-            if counts:  # False only before migration 0002 (which then adds them)
-                tables.append((counts_partition_name(day), COUNTS_TABLE))
-            for name, table in tables:
-                await conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-                    ).format(
-                        sql.Identifier(name),
-                        sql.Identifier(table),
-                        sql.Literal(start),
-                        sql.Literal(start + timedelta(days=1)),
-                    )
-                )
+        # One round trip: the parent tables stay locked (AccessExclusive) only as long as
+        # PostgreSQL takes to create them, not while this process waits for its turn to run.
+        await conn.execute(sql.SQL("; ").join(statements))
