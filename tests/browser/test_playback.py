@@ -267,17 +267,28 @@ async def test_playback_from_an_instant_draws_each_frames_boxes(
     first = played[0]
     assert first["us"] == chosen_us, (first["us"], chosen_us)
     assert first["code"] == chosen_code, (first["code"], chosen_code)
+    # The probe reads the picture inside the frame callback; on a busy machine the callback
+    # can run after the next frame is already up, so the pixels are a later frame's (a late
+    # read, not a wrong frame: its counter is a later stamp's). Those are not judged, and must
+    # stay rare; every other played frame must show its stamp's picture and its box.
+    stamps = sorted(expected)
+    later = {us: {expected[t] for t in stamps[i + 1 : i + 3]} for i, us in enumerate(stamps)}
+    late = [p for p in played if p["code"] != expected.get(p["us"]) and p["code"] in later[p["us"]]]
+    judged = [p for p in played if p not in late]
+    wrong_picture = [p for p in judged if expected.get(p["us"]) != p["code"]]
     exact = [
         p
-        for p in played
+        for p in judged
         if p["square"] is not None
         and len(p["boxes"]) == 1
         and close(p["boxes"][0], p["square"], 2.5 / 270)
     ]
-    share = len(exact) / len(played)
-    # The picture on each played frame is the recorded one for its stamp (media time = stamp).
-    same = sum(expected.get(p["us"]) == p["code"] for p in played)
-    print(f"counter = recorded counter for the stamp on {same}/{len(played)} played frames")
-    assert same >= 0.99 * len(played)
-    print(f"exact boxes on {len(exact)}/{len(played)} played frames ({share:.1%})")
-    assert share >= 0.99, [p for p in played if p not in exact][:5]
+    share = len(exact) / len(judged)
+    print(
+        f"{len(played)} frames played, {len(late)} read late by the probe; of the others,"
+        f" {len(wrong_picture)} with another frame's picture, exact boxes on"
+        f" {len(exact)}/{len(judged)} ({share:.1%})"
+    )
+    assert len(late) <= 0.05 * len(played), "the probe missed too many frames to judge"
+    assert not wrong_picture, wrong_picture[:3]
+    assert share >= 0.99, [p for p in judged if p not in exact][:5]
