@@ -165,12 +165,14 @@ export class Playback {
   async playAt(ms: number): Promise<void> {
     const generation = ++this.generation;
     this.stats = { ...Playback.emptyStats(), target: ms, requestedAt: performance.now() };
-    this.setPlaying(true);
     try {
       const rec = await recordings(this.camera, ms - BEHIND_MS, ms + AHEAD_MS);
       const segments = segmentsFrom(rec.segments, ms);
       const first = segments[0];
       if (!first || first.start > ms * 1000 + 1000_000) throw new Error('nothing recorded at that instant');
+      if (generation !== this.generation) return;
+      // Only now away from live: with nothing recorded there, live stays on.
+      this.setPlaying(true);
       const last = segments[segments.length - 1]!;
       const events = eventsBetween(this.camera, Math.floor(first.start / 1000), Math.ceil(last.end / 1000) + 1);
       const source = new MediaSource();
@@ -200,7 +202,10 @@ export class Playback {
       }
       if (source.readyState === 'open') source.endOfStream();
     } catch (err) {
-      if (generation === this.generation) this.stats.error = err instanceof Error ? err.message : String(err);
+      if (generation === this.generation) {
+        this.stats.error = err instanceof Error ? err.message : String(err);
+        this.liveButton.title = `Playback failed: ${this.stats.error}`;
+      }
     }
   }
 
