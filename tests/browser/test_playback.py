@@ -114,11 +114,12 @@ def decode(data: bytes) -> list[tuple[int, int]]:
     out = []
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            plane = frame.planes[0]
-            luma = np.frombuffer(bytes(plane), np.uint8).reshape(-1, plane.line_size)
-            assert frame.pts is not None
-            out.append((frame.pts, pattern.read_code(luma[: frame.height, : frame.width])))
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                plane = frame.planes[0]
+                luma = np.frombuffer(bytes(plane), np.uint8).reshape(-1, plane.line_size)
+                assert frame.pts is not None
+                out.append((frame.pts, pattern.read_code(luma[: frame.height, : frame.width])))
     return out
 
 
@@ -256,6 +257,19 @@ async def test_playback_from_an_instant_draws_each_frames_boxes(
             played = await page.evaluate("() => window.__played")
             await tile.locator("button.go-live").click()
             assert await page.locator(f'.tile[data-camera="{camera}"] video.playback').is_hidden()
+            # A click on a detection in the list plays from its frame (the 8th newest: a few
+            # frames before the end of what has events).
+            await page.evaluate("() => { window.__played = []; }")
+            pick = tile.locator(".detections button").last
+            picked_ms = int((await pick.get_attribute("data-id") or "0-0").split("-")[0])
+            await pick.click()
+            await page.wait_for_function(
+                "([c, ms]) => { const s = window.camfleetViewer.playback(c);"
+                " return s && s.target === ms && (s.error || window.__played.length > 0); }",
+                arg=[camera, picked_ms],
+                timeout=10_000,
+            )
+            from_list = await page.evaluate("() => window.__played[0]")
         finally:
             await context.close()
 
@@ -264,6 +278,9 @@ async def test_playback_from_an_instant_draws_each_frames_boxes(
     print(f"seek-to-first-frame {seek_ms:.0f} ms")
     assert seek_ms < 1000, f"first frame {seek_ms:.0f} ms after the request"
     expected = dict(frames)
+    by_ms = {us // 1000: us for us in expected}
+    assert from_list["us"] == by_ms[picked_ms], (from_list, picked_ms)
+    assert from_list["code"] == expected[by_ms[picked_ms]], (from_list, picked_ms)
     first = played[0]
     assert first["us"] == chosen_us, (first["us"], chosen_us)
     assert first["code"] == chosen_code, (first["code"], chosen_code)
