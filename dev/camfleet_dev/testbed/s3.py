@@ -50,6 +50,10 @@ class S3Server:
             [
                 tool("versitygw"),
                 *("--region", self.region, "--port", f"{self.host}:{self.port}", "--quiet"),
+                # Browsers fetch signed segment URLs from another origin (the viewer's
+                # playback): versitygw's default CORS origin, used where a bucket has no CORS
+                # rule of its own (a real deployment sets one per bucket, docs/recording.md).
+                *("--cors-allow-origin", "*"),
                 # Metadata (content type, etag) in a sidecar directory: xattrs need not exist
                 # on the file system the test bed runs on.
                 *("posix", "--sidecar", str(self.state_dir / "meta"), str(self.root)),

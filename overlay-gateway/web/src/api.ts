@@ -184,3 +184,46 @@ export async function snapshot(camera: string): Promise<Snapshot | null> {
     live: response.headers.get('X-Camfleet-Snapshot-Live') === 'true',
   };
 }
+
+// --- Playback (docs/recording.md) ------------------------------------------------------------
+
+/** One recorded segment: capture times in µs since the epoch, a signed URL on the store. */
+export interface RecordedSegment {
+  start: number;
+  end: number;
+  firstFrame: number;
+  frames: number;
+  keyframes: number[];
+  size: number;
+  url: string;
+}
+
+export interface Recordings {
+  camera: string;
+  from: number;
+  to: number;
+  truncated: boolean;
+  expires: number;
+  segments: RecordedSegment[];
+  gaps: { start: number; end: number; reason: string }[];
+}
+
+/** Segments and gaps between `from` and `to` (epoch ms). */
+export async function recordings(camera: string, from: number, to: number): Promise<Recordings> {
+  return call<Recordings>(`${cameraPath(camera, 'recordings')}?from=${from}&to=${to}`);
+}
+
+/** Stored events from `from` to `to` (epoch ms), oldest first, following cursors up to `max`. */
+export async function eventsBetween(camera: string, from: number, to: number, max = 5000): Promise<StoredEvent[]> {
+  const out: StoredEvent[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: { events: StoredEvent[]; next?: string | null } = await call(
+      `${cameraPath(camera, 'events')}?from=${from}&to=${to}&order=asc&limit=1000` +
+        (cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''),
+    );
+    out.push(...page.events);
+    cursor = page.next ?? null;
+  } while (cursor && out.length < max);
+  return out;
+}

@@ -2,7 +2,7 @@
 // last hour (stacked counts per bucket, by label), and the recent detections; a click on one
 // shows its time and its boxes. Data from the gateway's history API (docs/gateway.md).
 
-import { ApiError, recentEvents, timeline, type OverlayHealth, type StoredEvent } from './api';
+import { ApiError, recentEvents, recordings, timeline, type OverlayHealth, type Recordings, type StoredEvent } from './api';
 
 const RANGE_MS = 3600_000;
 const ROLLUP_MS = 10_000;
@@ -25,9 +25,13 @@ export class HistoryPanel {
   private readonly list: HTMLOListElement;
   private readonly detail: HTMLElement;
   private readonly note: HTMLElement;
+  private readonly recorded: HTMLElement;
   private health: OverlayHealth | undefined;
   private colours = new Map<string, string>();
   private timer: number | undefined;
+  private from = 0;
+  /** Playback's hook: a click on the strip or on a detection plays the recording from there. */
+  onPick: ((ms: number) => void) | null = null;
 
   constructor(readonly camera: string) {
     const el = document.createElement('section');
@@ -35,6 +39,7 @@ export class HistoryPanel {
     el.setAttribute('aria-label', `Detections of ${camera}`);
     el.innerHTML = `
       <div class="timeline" role="img"></div>
+      <div class="recorded" aria-label="Recorded ranges"></div>
       <p class="history-note"></p>
       <ol class="detections"></ol>
       <div class="detection-detail" hidden>
@@ -49,6 +54,14 @@ export class HistoryPanel {
     this.list = el.querySelector('.detections')!;
     this.detail = el.querySelector('.detection-detail')!;
     this.note = el.querySelector('.history-note')!;
+    this.recorded = el.querySelector('.recorded')!;
+    for (const bar of [this.strip, this.recorded]) {
+      bar.addEventListener('click', (ev) => {
+        const box = bar.getBoundingClientRect();
+        if (box.width <= 0 || !this.onPick) return;
+        this.onPick(Math.round(this.from + ((ev.clientX - box.left) / box.width) * RANGE_MS));
+      });
+    }
     this.badge = document.createElement('span');
     this.badge.className = 'badge ai';
     this.badge.title = 'AI overlays';
@@ -92,8 +105,14 @@ export class HistoryPanel {
         recentEvents(this.camera, from, RECENT),
       ]);
       this.note.textContent = '';
+      this.from = from;
       this.drawStrip(line.buckets, from, line.bucketSeconds * 1000);
       this.drawList(recent);
+      // Recorded ranges and gaps (503/404 when the gateway has no recording store: none shown).
+      await recordings(this.camera, from, to).then(
+        (rec) => this.drawRecorded(rec, from),
+        () => this.recorded.replaceChildren(),
+      );
     } catch (err) {
       this.note.textContent =
         err instanceof ApiError && err.status === 503 ? `History: ${err.message}` : 'History unavailable';
@@ -128,6 +147,37 @@ export class HistoryPanel {
     this.strip.dataset.totals = Object.entries(totals).sort().map(([l, n]) => `${l}:${n}`).join(',');
   }
 
+  private drawRecorded(rec: Recordings, from: number): void {
+    this.recorded.replaceChildren();
+    const place = (el: HTMLElement, start: number, end: number): void => {
+      el.style.left = `${Math.max(0, (start / 1000 - from) / RANGE_MS) * 100}%`;
+      el.style.width = `${Math.max(0.1, ((end - start) / 1000 / RANGE_MS) * 100)}%`;
+      el.dataset.start = String(start);
+      el.dataset.end = String(end);
+    };
+    // Consecutive segments join into one range.
+    const ranges: [number, number][] = [];
+    for (const s of rec.segments) {
+      const last = ranges[ranges.length - 1];
+      if (last && s.start <= last[1] + 100_000) last[1] = Math.max(last[1], s.end);
+      else ranges.push([s.start, s.end]);
+    }
+    for (const [start, end] of ranges) {
+      const el = document.createElement('span');
+      el.className = 'range';
+      el.title = `Recorded ${new Date(start / 1000).toLocaleTimeString()}–${new Date(end / 1000).toLocaleTimeString()}`;
+      place(el, start, end);
+      this.recorded.append(el);
+    }
+    for (const g of rec.gaps) {
+      const el = document.createElement('span');
+      el.className = 'gap';
+      el.title = `Not recorded (${g.reason})`;
+      place(el, g.start, g.end);
+      this.recorded.append(el);
+    }
+  }
+
   private drawList(events: StoredEvent[]): void {
     this.list.replaceChildren();
     for (const ev of events) {
@@ -137,7 +187,10 @@ export class HistoryPanel {
       button.dataset.id = ev.id;
       const labels = [...new Set(ev.objects.map((o) => o.label))].join(', ') || '(nothing)';
       button.textContent = `${new Date(ev.ts).toLocaleTimeString()} ${labels}`;
-      button.addEventListener('click', () => this.show(ev));
+      button.addEventListener('click', () => {
+        this.show(ev);
+        this.onPick?.(ev.ts);
+      });
       item.append(button);
       this.list.append(item);
     }

@@ -5,6 +5,7 @@
 import { adoptTokenFromUrl, ApiError, AuthRequired, listCameras, storedToken, storeToken, type CameraInfo } from './api';
 import { CameraView, type ViewerOptions } from './camera';
 import { HistoryPanel } from './history';
+import { Playback } from './playback';
 import { GatewaySocket, type SocketState } from './socket';
 
 const REFRESH_MS = 10000;
@@ -20,6 +21,7 @@ interface SocketInfo {
 export class Viewer {
   readonly views = new Map<string, CameraView>();
   readonly histories = new Map<string, HistoryPanel>();
+  readonly playbacks = new Map<string, Playback>();
   socket: GatewaySocket | null = null;
   /** Called with each camera view as it is created (the test hooks attach to it). */
   onView: ((view: CameraView) => void) | null = null;
@@ -126,6 +128,9 @@ export class Viewer {
       view.element.append(history.element);
       history.setHealth(info.overlays);
       this.histories.set(info.camera, history);
+      const playback = new Playback(info.camera, view.element.querySelector('.stage')!);
+      history.onPick = (ms) => void playback.playAt(ms);
+      this.playbacks.set(info.camera, playback);
       this.grid.append(view.element);
       view.start();
       history.start();

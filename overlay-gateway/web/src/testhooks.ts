@@ -10,6 +10,8 @@ import type { Viewer } from './main';
 const TRACE_LIMIT = 2000;
 const EVENT_IDS_LIMIT = 20000;
 
+import type { PlayedFrame } from './playback';
+
 export interface TraceEntry {
   frameId: number | null;
   tsMs: number | null;
@@ -173,6 +175,14 @@ function hooks(viewer: Viewer, probing: boolean) {
       duplicates: viewer.socket?.duplicates ?? 0,
     }),
     dropSocket: () => viewer.socket?.drop(),
+    /** Playback (playback.ts): play from an instant (epoch ms), its stats, back to live. */
+    playAt: (camera: string, ms: number) => void viewer.playbacks.get(camera)?.playAt(ms),
+    playback: (camera: string) => viewer.playbacks.get(camera)?.stats ?? null,
+    live: (camera: string) => viewer.playbacks.get(camera)?.live(),
+    observePlayback: (camera: string, fn: ((frame: PlayedFrame, video: HTMLVideoElement) => void) | null) => {
+      const p = viewer.playbacks.get(camera);
+      if (p) p.frameObserver = fn;
+    },
     /** The tile's audio receiver: inbound-rtp stats (packets received, samples played out). */
     audioStats: async (camera: string) => {
       const receiver = view(camera).sound.track?.receiver;
