@@ -36,7 +36,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -45,13 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ingest_media import INGEST, Worker, cpu_seconds, ingest_frames, rss_mb, servers, stop
+from ingest_media import Worker, cpu_seconds, rss_mb, servers, start_ingest_on_port, stop
 from livekit import rtc
 
 from camfleet_dev import pattern
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.media import BEEP_FRAME
-from camfleet_dev.testbed.process import free_port
 
 VARIANTS = {
     "audio off (h264-aac)": ("h264-aac", "off"),
@@ -65,25 +63,7 @@ def start_ingest(
     server: LiveKitServer, url: str, work: Path, name: str, **settings: str
 ) -> tuple[Worker, int]:
     """An ingest as benchmarks/ingest_media.py starts one, with extra settings; and its port."""
-    port = free_port()
-    room = f"bench-{name}"
-    token_file = work / f"{name}.token"
-    token_file.write_text(server.token(room, f"ingest-bench-{name}", publish=True))
-    env = dict(
-        os.environ,
-        CAMFLEET_INGEST_CAMERA=f"bench/{name}",
-        CAMFLEET_INGEST_SOURCE_URL=url,
-        CAMFLEET_INGEST_LIVEKIT_URL=server.url,
-        CAMFLEET_INGEST_TOKEN_FILE=str(token_file),
-        CAMFLEET_INGEST_ROOM=room,
-        CAMFLEET_INGEST_HTTP_HOST="127.0.0.1",
-        CAMFLEET_INGEST_HTTP_PORT=str(port),
-        CAMFLEET_INGEST_TERMINATION_LOG=str(work / f"{name}.termination"),
-        **{f"CAMFLEET_INGEST_{k}": v for k, v in settings.items()},
-    )
-    log = (work / f"{name}.log").open("ab")
-    proc = subprocess.Popen([INGEST], env=env, stdout=log, stderr=log)
-    return Worker(proc, lambda: ingest_frames(port)), port
+    return start_ingest_on_port(server, url, work, name, settings=settings)
 
 
 def measure(

@@ -112,6 +112,20 @@ def start_ingest(
 ) -> Worker:
     """One passthrough ingest; ``code``: a tree of another revision's ``ingest/`` and ``src/``
     to run instead of this checkout's (`--revisions`)."""
+    return start_ingest_on_port(server, url, work, name, code=code)[0]
+
+
+def start_ingest_on_port(
+    server: LiveKitServer,
+    url: str,
+    work: Path,
+    name: str,
+    *,
+    code: Path | None = None,
+    settings: dict[str, str] | None = None,
+) -> tuple[Worker, int]:
+    """`start_ingest` with extra ``CAMFLEET_INGEST_<KEY>`` settings (keys upper-cased); the
+    worker and its HTTP port (metrics, /snapshot.jpg)."""
     port = free_port()
     room = f"bench-{name}"
     token_file = work / f"{name}.token"
@@ -126,12 +140,13 @@ def start_ingest(
         CAMFLEET_INGEST_HTTP_HOST="127.0.0.1",
         CAMFLEET_INGEST_HTTP_PORT=str(port),
         CAMFLEET_INGEST_TERMINATION_LOG=str(work / f"{name}.termination"),
+        **{f"CAMFLEET_INGEST_{k.upper()}": v for k, v in (settings or {}).items()},
     )
     if code is not None:  # ahead of the editable install on sys.path
         env["PYTHONPATH"] = f"{code / 'ingest'}:{code / 'src'}"
     log = (work / f"{name}.log").open("ab")
     proc = subprocess.Popen([INGEST], env=env, stdout=log, stderr=log)
-    return Worker(proc, lambda: ingest_frames(port))
+    return Worker(proc, lambda: ingest_frames(port)), port
 
 
 def jsmpeg_transcoder(url: str) -> list[str]:

@@ -21,7 +21,6 @@ import io
 import json
 import os
 import secrets
-import subprocess
 import tempfile
 import threading
 import time
@@ -30,13 +29,12 @@ from pathlib import Path
 import av
 import obstore
 import psycopg
-from ingest_media import INGEST, Worker, ingest_frames, measure, stop
+from ingest_media import Worker, measure, start_ingest_on_port, stop
 from obstore.store import S3Store
 
 from camfleet_archiver.schema import migrate
 from camfleet_dev.testbed.livekit import LiveKitServer
 from camfleet_dev.testbed.postgres import PostgresServer
-from camfleet_dev.testbed.process import free_port
 from camfleet_dev.testbed.rtsp import RtspCamera
 from camfleet_dev.testbed.s3 import S3Server
 from camfleet_dev.testbed.tools import tools_dir
@@ -47,25 +45,7 @@ CLIP = "h264-4mbps"
 def start(
     server: LiveKitServer, url: str, work: Path, name: str, recording: dict[str, str]
 ) -> Worker:
-    port = free_port()
-    room = f"bench-{name}"
-    token_file = work / f"{name}.token"
-    token_file.write_text(server.token(room, f"ingest-bench-{name}", publish=True))
-    env = dict(
-        os.environ,
-        CAMFLEET_INGEST_CAMERA=f"bench/{name}",
-        CAMFLEET_INGEST_SOURCE_URL=url,
-        CAMFLEET_INGEST_LIVEKIT_URL=server.url,
-        CAMFLEET_INGEST_TOKEN_FILE=str(token_file),
-        CAMFLEET_INGEST_ROOM=room,
-        CAMFLEET_INGEST_HTTP_HOST="127.0.0.1",
-        CAMFLEET_INGEST_HTTP_PORT=str(port),
-        CAMFLEET_INGEST_TERMINATION_LOG=str(work / f"{name}.termination"),
-        **{f"CAMFLEET_INGEST_{k.upper()}": v for k, v in recording.items()},
-    )
-    log = (work / f"{name}.log").open("ab")
-    proc = subprocess.Popen([INGEST], env=env, stdout=log, stderr=log)
-    return Worker(proc, lambda: ingest_frames(port))
+    return start_ingest_on_port(server, url, work, name, settings=recording)[0]
 
 
 def payload_bytes(data: bytes) -> int:
